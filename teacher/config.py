@@ -1,0 +1,164 @@
+"""The one configuration of ``train-teacher`` (its CLI is generated from this dataclass)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Optional
+
+from deepdistill.teacher.networks import validate_depth
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """Train a deep contrastive-RL (CRL) teacher on a goal-conditioned task."""
+
+    env: str = "point_maze"
+    """Task name (see `deepdistill.teacher.envs.list_envs()`)."""
+    out: str = "runs/teacher"
+    """Run directory: config, metrics.jsonl and Orbax checkpoints are written here."""
+    resume: bool = False
+    """Continue the run in --out from its last checkpoint (its saved config is used)."""
+    seed: int = 0
+    """Random seed (environments, initialisation, sampling)."""
+
+    # --- architecture -------------------------------------------------------------------------
+    depth: int = 16
+    """Dense layers inside residual blocks (multiple of 4), for actor and critic."""
+    width: int = 256
+    """Hidden width, for actor and critic."""
+    actor_depth: Optional[int] = None
+    """Override --depth for the actor."""
+    critic_depth: Optional[int] = None
+    """Override --depth for both encoders phi(s,a) and psi(g)."""
+    actor_width: Optional[int] = None
+    """Override --width for the actor."""
+    critic_width: Optional[int] = None
+    """Override --width for the encoders."""
+    repr_dim: int = 64
+    """Dimension of the representations phi(s,a) and psi(g)."""
+    remat: bool = False
+    """Rematerialise residual blocks in the backward pass (less memory for very deep nets)."""
+
+    # --- losses -------------------------------------------------------------------------------
+    energy: Literal["l2", "dot"] = "l2"
+    """Critic logits: -||phi - psi|| (l2, the paper's) or phi . psi (dot)."""
+    infonce: Literal["forward", "backward", "symmetric"] = "forward"
+    """InfoNCE direction."""
+    logsumexp_penalty: float = 0.1
+    """Weight of the logsumexp^2 regulariser of the critic."""
+    target_entropy_scale: float = -0.5
+    """SAC target entropy = scale * action_size."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    gamma: float = 0.99
+    """Discount of the geometric future-goal sampling."""
+
+    # --- data and schedule ----------------------------------------------------------------------
+    total_env_steps: int = 6_000_000
+    """Stop after this many environment steps."""
+    max_wall_s: Optional[float] = None
+    """Also stop after this many seconds of training (compile and eval included)."""
+    num_envs: int = 256
+    """Parallel environments (a multiple of the device count)."""
+    unroll_length: int = 50
+    """Steps per environment per collection; must divide the task's episode length."""
+    env_steps_per_sgd_step: float = 64.0
+    """Environment steps collected per SGD step (the data-to-update ratio)."""
+    batch_size: int = 256
+    """Transitions per SGD step (also the number of InfoNCE negatives + 1)."""
+    replay_steps_per_env: int = 2_000
+    """Replay capacity in time steps per environment (rounded to whole episodes)."""
+    min_replay_steps: int = 100
+    """Time steps per environment collected with random actions before training."""
+    eval_every: int = 200_000
+    """Environment steps between evaluations (and checkpoints): one compiled epoch."""
+    num_eval_episodes: int = 256
+    """Episodes per evaluation split (same goals at every evaluation)."""
+
+    # --- bookkeeping -----------------------------------------------------------------------------
+    max_to_keep: int = 3
+    """Checkpoints kept."""
+    save_buffer: bool = True
+    """Save the replay buffer in checkpoints (exact resume); otherwise refill it on resume."""
+    tensorboard: bool = False
+    """Also log metrics to TensorBoard (<out>/tb; needs tensorboardX)."""
+    progress: bool = True
+    """Show a progress bar."""
+    distributed: bool = False
+    """Call jax.distributed.initialize() first (multi-host data parallelism)."""
+
+    # --- derived -------------------------------------------------------------------------------------
+    @property
+    def actor_depth_(self) -> int:
+        return self.depth if self.actor_depth is None else self.actor_depth
+
+    @property
+    def critic_depth_(self) -> int:
+        return self.depth if self.critic_depth is None else self.critic_depth
+
+    @property
+    def actor_width_(self) -> int:
+        return self.width if self.actor_width is None else self.actor_width
+
+    @property
+    def critic_width_(self) -> int:
+        return self.width if self.critic_width is None else self.critic_width
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TeacherConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"config has unknown fields {unknown}: is it a teacher run of another version?")
+        return cls(**d)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the field and the fix."""
+        for name in ("depth", "actor_depth", "critic_depth"):
+            v = getattr(self, name)
+            if v is not None:
+                try:
+                    validate_depth(v, "--" + name.replace("_", "-"))
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
+        positive = ("width", "repr_dim", "total_env_steps", "num_envs", "unroll_length", "batch_size",
+                    "replay_steps_per_env", "eval_every", "num_eval_episodes", "max_to_keep")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})")
+        for name in ("actor_width", "critic_width"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {v})")
+        if self.unroll_length < 2:
+            raise ConfigError("--unroll-length must be at least 2")
+        if self.env_steps_per_sgd_step <= 0:
+            raise ConfigError("--env-steps-per-sgd-step must be positive")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ConfigError(f"--gamma must be in (0, 1] (got {self.gamma})")
+        for name in ("actor_lr", "critic_lr", "alpha_lr"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if self.min_replay_steps < 0:
+            raise ConfigError("--min-replay-steps must be >= 0")
+        if self.max_wall_s is not None and self.max_wall_s <= 0:
+            raise ConfigError("--max-wall-s must be positive")
+
+    def validate_for_env(self, episode_length: int, num_devices: int) -> None:
+        if episode_length % self.unroll_length:
+            raise ConfigError(
+                f"--unroll-length {self.unroll_length} must divide the task's episode length {episode_length} "
+                f"(e.g. {max(d for d in range(2, episode_length + 1) if episode_length % d == 0 and d <= self.unroll_length) if self.unroll_length >= 2 else episode_length})"
+            )
+        if self.num_envs % num_devices:
+            raise ConfigError(f"--num-envs {self.num_envs} must be a multiple of the {num_devices} devices")
+        if self.batch_size % num_devices:
+            raise ConfigError(f"--batch-size {self.batch_size} must be a multiple of the {num_devices} devices")

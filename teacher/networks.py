@@ -1,0 +1,202 @@
+"""The residual MLP of RL1000, written once and reused by teachers and students.
+
+``ResidualMLP``: input ``Dense(width) -> LayerNorm -> swish``, then ``depth // 4`` residual blocks of
+``4 x [Dense(width) -> LayerNorm -> swish]`` with the skip added after the block, then
+``Dense(out_dim)``. ``depth`` counts the Dense layers inside blocks (the paper's convention).
+
+The block parameters are stacked along a leading axis and applied with ``lax.scan`` (optionally
+rematerialised), so tracing and compile time do not grow with depth. ``unroll=True`` applies the
+same parameters block by block (used by the ONNX export of shallow students, and by the test that
+checks the two agree).
+
+Parameters are a plain pytree (nested dicts of arrays): nothing framework-specific is saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = dict[str, Any]
+
+LAYERS_PER_BLOCK = 4
+LN_EPSILON = 1e-6
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+# One unbound flax LayerNorm, applied with explicit parameters: jax2onnx recognises it and emits a
+# single ONNX LayerNormalization node.
+_LAYER_NORM = nn.LayerNorm(epsilon=LN_EPSILON)
+_KERNEL_INIT = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    return _LAYER_NORM.apply({"params": {"scale": scale, "bias": bias}}, x)
+
+
+def _dense_ln_swish(x: jax.Array, p: Params) -> jax.Array:
+    return nn.swish(layer_norm(x @ p["kernel"] + p["bias"], p["scale"], p["offset"]))
+
+
+def _block(x: jax.Array, p: Params) -> jax.Array:
+    """One residual block; ``p`` leaves have a leading axis of ``LAYERS_PER_BLOCK``."""
+    h = x
+    for i in range(LAYERS_PER_BLOCK):
+        h = _dense_ln_swish(h, jax.tree.map(lambda a: a[i], p))
+    return x + h
+
+
+def validate_depth(depth: int, what: str = "depth") -> None:
+    if depth < 0 or depth % LAYERS_PER_BLOCK:
+        raise ValueError(
+            f"{what}={depth} is not a multiple of {LAYERS_PER_BLOCK}: depth counts the Dense layers inside "
+            f"residual blocks of {LAYERS_PER_BLOCK}; use e.g. {max(LAYERS_PER_BLOCK, depth // 4 * 4)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualMLP:
+    """A residual MLP ``[..., in_dim] -> [..., out_dim]`` (see the module docstring)."""
+
+    in_dim: int
+    out_dim: int
+    width: int = 256
+    depth: int = 4
+    remat: bool = False
+
+    def __post_init__(self):
+        validate_depth(self.depth)
+        if self.width < 1 or self.in_dim < 1 or self.out_dim < 1:
+            raise ValueError("width, in_dim and out_dim must be positive")
+
+    @property
+    def num_blocks(self) -> int:
+        return self.depth // LAYERS_PER_BLOCK
+
+    def num_params(self) -> int:
+        """Closed form: input layer, blocks (Dense + LayerNorm scale/offset), output layer."""
+        w, n = self.width, self.depth
+        layer = w * w + w + 2 * w
+        return (self.in_dim * w + w + 2 * w) + n * layer + (w * self.out_dim + self.out_dim)
+
+    def flops_per_sample(self) -> int:
+        """Multiply-adds x 2 of the Dense layers (LayerNorm and swish are O(width))."""
+        w = self.width
+        return 2 * (self.in_dim * w + self.depth * w * w + w * self.out_dim)
+
+    def init(self, key: jax.Array) -> Params:
+        k_in, k_blocks, k_out = jax.random.split(key, 3)
+        w, nb, L = self.width, self.num_blocks, LAYERS_PER_BLOCK
+        params: Params = {
+            "input": {
+                "kernel": _KERNEL_INIT(k_in, (self.in_dim, w)),
+                "bias": jnp.zeros((w,)),
+                "scale": jnp.ones((w,)),
+                "offset": jnp.zeros((w,)),
+            },
+            "output": {"kernel": _KERNEL_INIT(k_out, (w, self.out_dim)), "bias": jnp.zeros((self.out_dim,))},
+        }
+        if nb:
+            kernels = jax.vmap(lambda k: _KERNEL_INIT(k, (w, w)))(jax.random.split(k_blocks, nb * L))
+            params["blocks"] = {
+                "kernel": kernels.reshape(nb, L, w, w),
+                "bias": jnp.zeros((nb, L, w)),
+                "scale": jnp.ones((nb, L, w)),
+                "offset": jnp.zeros((nb, L, w)),
+            }
+        return params
+
+    def apply(self, params: Params, x: jax.Array, unroll: bool = False) -> jax.Array:
+        h = _dense_ln_swish(x, params["input"])
+        if self.num_blocks:
+            blocks = params["blocks"]
+            if unroll:
+                for i in range(self.num_blocks):
+                    h = _block(h, jax.tree.map(lambda a: a[i], blocks))
+            else:
+                body = jax.checkpoint(_block) if self.remat else _block
+                h, _ = jax.lax.scan(lambda c, p: (body(c, p), None), h, blocks)
+        return h @ params["output"]["kernel"] + params["output"]["bias"]
+
+
+# --- the three networks of contrastive RL -------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CRLNetworks:
+    """phi(s, a), psi(g) and the actor pi(a | s, g): three instances of the one residual MLP.
+
+    The encoders share a class and differ only in their input (state+action, or goal).
+    """
+
+    state_size: int
+    goal_size: int
+    action_size: int
+    repr_dim: int = 64
+    actor_width: int = 256
+    actor_depth: int = 4
+    critic_width: int = 256
+    critic_depth: int = 4
+    remat: bool = False
+
+    @property
+    def sa_encoder(self) -> ResidualMLP:
+        return ResidualMLP(self.state_size + self.action_size, self.repr_dim, self.critic_width, self.critic_depth, self.remat)
+
+    @property
+    def goal_encoder(self) -> ResidualMLP:
+        return ResidualMLP(self.goal_size, self.repr_dim, self.critic_width, self.critic_depth, self.remat)
+
+    @property
+    def actor(self) -> ResidualMLP:
+        return ResidualMLP(self.state_size + self.goal_size, 2 * self.action_size, self.actor_width, self.actor_depth, self.remat)
+
+    def init(self, key: jax.Array) -> dict[str, Params]:
+        k_a, k_sa, k_g = jax.random.split(key, 3)
+        return {"actor": self.actor.init(k_a), "sa_encoder": self.sa_encoder.init(k_sa), "goal_encoder": self.goal_encoder.init(k_g)}
+
+    def num_params(self) -> dict[str, int]:
+        return {n: getattr(self, n).num_params() for n in ("actor", "sa_encoder", "goal_encoder")}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CRLNetworks":
+        return cls(**d)
+
+    # --- forward passes (``unroll`` only changes how blocks are applied, never the result) ---
+    def phi(self, params: Params, state: jax.Array, action: jax.Array, unroll: bool = False) -> jax.Array:
+        """``[B, S], [B, A] -> [B, repr_dim]``"""
+        return self.sa_encoder.apply(params, jnp.concatenate([state, action], -1), unroll)
+
+    def psi(self, params: Params, goal: jax.Array, unroll: bool = False) -> jax.Array:
+        """``[B, G] -> [B, repr_dim]``"""
+        return self.goal_encoder.apply(params, goal, unroll)
+
+    def policy(self, params: Params, state: jax.Array, goal: jax.Array, unroll: bool = False) -> tuple[jax.Array, jax.Array]:
+        """``[B, S], [B, G] -> mean [B, A], log_std [B, A]`` of the pre-tanh Gaussian."""
+        out = self.actor.apply(params, jnp.concatenate([state, goal], -1), unroll)
+        mean, raw = jnp.split(out, 2, axis=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
+        return mean, log_std
+
+    def deterministic_action(self, params: Params, state: jax.Array, goal: jax.Array, unroll: bool = False) -> jax.Array:
+        """tanh(mean), in [-1, 1]: the action the evaluation and the ONNX export use."""
+        return jnp.tanh(self.policy(params, state, goal, unroll)[0])
+
+
+def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Sample ``a = tanh(u)``, ``u ~ N(mean, exp(log_std))``; return ``(a [B, A], log p(a) [B])``."""
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    return jnp.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+
+
+def tanh_gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """log-density of ``tanh(u)`` given the pre-tanh sample ``u`` (stable change of variables)."""
+    gauss = -0.5 * ((u - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
+    log_det = 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))  # log(1 - tanh(u)^2)
+    return jnp.sum(gauss - log_det, axis=-1)

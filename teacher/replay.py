@@ -1,0 +1,79 @@
+"""A trajectory replay buffer that lives on the device.
+
+Layout: time-major rings ``states [T, E, S]`` and ``actions [T, E, A]`` for ``E`` environments.
+All environments of a batch start and end their fixed-length episodes together, so the episode of
+a logical time ``t`` (the ``t``-th step ever written) spans ``[t - t % L, t - t % L + L)``.
+Training goals are future states of the same episode, ``t + k`` with ``P(k) ∝ gamma^(k-1)`` over the
+steps that remain (truncated geometric, sampled exactly by inverting its CDF).
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+
+@flax.struct.dataclass
+class Replay:
+    states: jax.Array  # [T, E, S]
+    actions: jax.Array  # [T, E, A]
+    written: jax.Array  # scalar int32: time steps written so far (logical)
+
+    @property
+    def capacity(self) -> int:
+        return self.states.shape[0]
+
+
+def init_replay(capacity: int, num_envs: int, state_size: int, action_size: int) -> Replay:
+    return Replay(
+        states=jnp.zeros((capacity, num_envs, state_size), jnp.float32),
+        actions=jnp.zeros((capacity, num_envs, action_size), jnp.float32),
+        written=jnp.zeros((), jnp.int32),
+    )
+
+
+def insert(replay: Replay, states: jax.Array, actions: jax.Array) -> Replay:
+    """Append ``U`` time steps ``states [U, E, S]``, ``actions [U, E, A]``. ``capacity % U == 0``."""
+    row = replay.written % replay.capacity
+    return replay.replace(
+        states=jax.lax.dynamic_update_slice_in_dim(replay.states, states, row, axis=0),
+        actions=jax.lax.dynamic_update_slice_in_dim(replay.actions, actions, row, axis=0),
+        written=replay.written + states.shape[0],
+    )
+
+
+def truncated_geometric(u: jax.Array, gamma: float, max_k: jax.Array) -> jax.Array:
+    """``k`` in ``[1, max_k]`` with ``P(k) ∝ gamma^(k-1)``, from uniforms ``u`` in [0, 1)."""
+    if gamma >= 1.0:
+        k = 1 + jnp.floor(u * max_k)
+    else:
+        mass = 1.0 - gamma ** max_k.astype(jnp.float32)
+        k = 1 + jnp.floor(jnp.log1p(-u * mass) / jnp.log(gamma))
+    return jnp.clip(k.astype(jnp.int32), 1, max_k)
+
+
+def sample(
+    replay: Replay, key: jax.Array, batch_size: int, episode_length: int, gamma: float, goal_indices: tuple[int, ...]
+) -> dict[str, jax.Array]:
+    """A batch of ``(state [B, S], action [B, A], future_goal [B, G])``.
+
+    Needs at least two written steps. Steps that end an episode have no future and are shifted back
+    by one (the insert granularity is at least 2 steps, so the earlier step is always still stored).
+    """
+    k_t, k_e, k_g = jax.random.split(key, 3)
+    cap, num_envs = replay.states.shape[:2]
+    n = replay.written
+    lo = jnp.maximum(0, n - cap)
+    t = lo + jax.random.randint(k_t, (batch_size,), 0, jnp.maximum(n - 1 - lo, 1))
+    t = jnp.where(t % episode_length == episode_length - 1, t - 1, t)
+    episode_end = jnp.minimum(t - t % episode_length + episode_length - 1, n - 1)
+    k = truncated_geometric(jax.random.uniform(k_g, (batch_size,)), gamma, episode_end - t)
+    env = jax.random.randint(k_e, (batch_size,), 0, num_envs)
+    row, future_row = t % cap, (t + k) % cap
+    future = replay.states[future_row, env]
+    return {
+        "state": replay.states[row, env],
+        "action": replay.actions[row, env],
+        "future_goal": future[:, jnp.asarray(goal_indices)],
+    }

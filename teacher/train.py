@@ -1,0 +1,225 @@
+"""Contrastive RL training: one jitted epoch = ``lax.scan`` over (collect, insert, SGD steps).
+
+All training state lives in one pytree (``TrainState``). Python only evaluates, logs and
+checkpoints between epochs. Data parallelism: a 1-D device mesh ``("data",)``; parameters and
+optimiser states are replicated, environments and the replay buffer are split along the
+environment axis, and XLA (GSPMD) partitions the rest, so one device and many give the same
+numbers up to float reduction order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from deepdistill.teacher import losses, replay as rb
+from deepdistill.teacher.config import TeacherConfig
+from deepdistill.teacher.envs import GoalEnv
+from deepdistill.teacher.networks import CRLNetworks, sample_tanh_gaussian
+
+
+@flax.struct.dataclass
+class TrainState:
+    actor: Any
+    critic: Any  # {"sa_encoder": ..., "goal_encoder": ...}
+    log_alpha: jax.Array
+    actor_opt: Any
+    critic_opt: Any
+    alpha_opt: Any
+    replay: rb.Replay
+    env_state: Any  # batched brax State, [E, ...]
+    key: jax.Array
+    sgd_steps: jax.Array  # int32 scalar
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.replay.written) * self.replay.states.shape[1]
+
+
+def make_networks(cfg: TeacherConfig, spec) -> CRLNetworks:
+    return CRLNetworks(
+        state_size=spec.state_size,
+        goal_size=spec.goal_size,
+        action_size=spec.action_size,
+        repr_dim=cfg.repr_dim,
+        actor_width=cfg.actor_width_,
+        actor_depth=cfg.actor_depth_,
+        critic_width=cfg.critic_width_,
+        critic_depth=cfg.critic_depth_,
+        remat=cfg.remat,
+    )
+
+
+@dataclasses.dataclass
+class Schedule:
+    """How the env-step budget maps onto compiled calls."""
+
+    episode_length: int
+    unroll_length: int
+    num_envs: int
+    iters_per_epoch: int
+    sgd_per_iter: int
+    capacity: int
+    prefill_iters: int
+
+    @property
+    def env_steps_per_epoch(self) -> int:
+        return self.iters_per_epoch * self.unroll_length * self.num_envs
+
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig, episode_length: int) -> "Schedule":
+        U, E = cfg.unroll_length, cfg.num_envs
+        per_iter = U * E
+        sgd = max(1, round(per_iter / cfg.env_steps_per_sgd_step))
+        iters = max(1, round(cfg.eval_every / per_iter))
+        # Capacity: whole episodes, at least one episode more than the prefill.
+        cap = max(cfg.replay_steps_per_env, cfg.min_replay_steps + episode_length)
+        cap = math.ceil(cap / episode_length) * episode_length
+        prefill = max(1, math.ceil(max(cfg.min_replay_steps, 2) / U))
+        return cls(episode_length, U, E, iters, sgd, cap, prefill)
+
+
+class Trainer:
+    """Builds the compiled functions of one configuration on a device mesh."""
+
+    def __init__(self, cfg: TeacherConfig, env: GoalEnv, devices=None):
+        self.cfg, self.env, self.spec = cfg, env, env.spec
+        self.nets = make_networks(cfg, env.spec)
+        self.sched = Schedule.from_config(cfg, env.spec.episode_length)
+        devices = list(devices if devices is not None else jax.devices())
+        cfg.validate_for_env(env.spec.episode_length, len(devices))
+        self.mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+        self.actor_tx = optax.adam(cfg.actor_lr)
+        self.critic_tx = optax.adam(cfg.critic_lr)
+        self.alpha_tx = optax.adam(cfg.alpha_lr)
+        self.target_entropy = cfg.target_entropy_scale * env.spec.action_size
+        self.trace_count = 0  # incremented each time the epoch function is traced
+        abstract = jax.eval_shape(self._init, jax.random.PRNGKey(0))
+        self.shardings = self._shardings(abstract)
+        self.abstract_state = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.shardings
+        )
+        self.init = jax.jit(self._init, out_shardings=self.shardings)
+        self.epoch = jax.jit(self._epoch, in_shardings=(self.shardings,), out_shardings=(self.shardings, None), donate_argnums=0)
+        self.prefill = jax.jit(self._prefill, in_shardings=(self.shardings,), out_shardings=self.shardings, donate_argnums=0)
+
+    # --- state ----------------------------------------------------------------------------------------
+    def _init(self, key: jax.Array) -> TrainState:
+        k_net, k_env, k_run = jax.random.split(key, 3)
+        params = self.nets.init(k_net)
+        critic = {"sa_encoder": params["sa_encoder"], "goal_encoder": params["goal_encoder"]}
+        log_alpha = jnp.zeros((), jnp.float32)
+        env_state = jax.vmap(self.env.reset)(jax.random.split(k_env, self.cfg.num_envs))
+        return TrainState(
+            actor=params["actor"],
+            critic=critic,
+            log_alpha=log_alpha,
+            actor_opt=self.actor_tx.init(params["actor"]),
+            critic_opt=self.critic_tx.init(critic),
+            alpha_opt=self.alpha_tx.init(log_alpha),
+            replay=rb.init_replay(self.sched.capacity, self.cfg.num_envs, self.spec.state_size, self.spec.action_size),
+            env_state=env_state,
+            key=k_run,
+            sgd_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def _shardings(self, abstract: TrainState) -> TrainState:
+        rep = NamedSharding(self.mesh, P())
+        by_env = NamedSharding(self.mesh, P("data"))
+        by_env_t = NamedSharding(self.mesh, P(None, "data"))
+        shard = jax.tree.map(lambda _: rep, abstract)
+        return shard.replace(
+            env_state=jax.tree.map(lambda a: by_env if a.ndim else rep, abstract.env_state),
+            replay=abstract.replay.replace(states=by_env_t, actions=by_env_t, written=rep),
+        )
+
+    # --- data collection -------------------------------------------------------------------------------
+    def _collect(self, ts: TrainState, key: jax.Array, random_actions: bool) -> TrainState:
+        """``unroll_length`` steps of every env with the stochastic actor; insert them in the replay."""
+        S, E = self.spec.state_size, self.cfg.num_envs
+        k_reset, k_act = jax.random.split(key)
+        new_episode = ts.replay.written % self.spec.episode_length == 0
+        env_state = jax.lax.cond(
+            new_episode,
+            lambda: jax.vmap(self.env.reset)(jax.random.split(k_reset, E)),
+            lambda: ts.env_state,
+        )
+
+        def step(s, k):
+            state, goal = s.obs[:, :S], s.obs[:, S:]
+            if random_actions:
+                action = jax.random.uniform(k, (E, self.spec.action_size), minval=-1.0, maxval=1.0)
+            else:
+                action, _ = sample_tanh_gaussian(k, *self.nets.policy(ts.actor, state, goal))
+            s2 = jax.vmap(self.env.step)(s, action)
+            return s2, (state, action)
+
+        env_state, (states, actions) = jax.lax.scan(step, env_state, jax.random.split(k_act, self.cfg.unroll_length))
+        return ts.replace(env_state=env_state, replay=rb.insert(ts.replay, states, actions))
+
+    def _prefill(self, ts: TrainState) -> TrainState:
+        def body(ts, _):
+            key, k = jax.random.split(ts.key)
+            return self._collect(ts.replace(key=key), k, random_actions=True), None
+
+        return jax.lax.scan(body, ts, None, length=self.sched.prefill_iters)[0]
+
+    # --- learning --------------------------------------------------------------------------------------
+    def _sgd_step(self, ts: TrainState, key: jax.Array) -> tuple[TrainState, dict]:
+        cfg = self.cfg
+        k_batch, k_actor = jax.random.split(key)
+        batch = rb.sample(ts.replay, k_batch, cfg.batch_size, self.spec.episode_length, cfg.gamma, self.spec.goal_indices)
+
+        # actor and alpha, then critic, on the same batch (the paper's order); no target networks.
+        alpha = jnp.exp(ts.log_alpha)
+        (_, a_metrics), a_grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
+            ts.actor, ts.critic, self.nets, batch["state"], batch["future_goal"], alpha, k_actor, cfg.energy
+        )
+        log_prob = a_metrics.pop("log_prob")
+        al_grad = jax.grad(losses.alpha_loss)(ts.log_alpha, log_prob, self.target_entropy)
+        a_upd, actor_opt = self.actor_tx.update(a_grads, ts.actor_opt, ts.actor)
+        al_upd, alpha_opt = self.alpha_tx.update(al_grad, ts.alpha_opt, ts.log_alpha)
+
+        (_, c_metrics), c_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+            ts.critic, self.nets, batch["state"], batch["action"], batch["future_goal"],
+            cfg.energy, cfg.infonce, cfg.logsumexp_penalty,
+        )
+        c_upd, critic_opt = self.critic_tx.update(c_grads, ts.critic_opt, ts.critic)
+        ts = ts.replace(
+            actor=optax.apply_updates(ts.actor, a_upd),
+            critic=optax.apply_updates(ts.critic, c_upd),
+            log_alpha=optax.apply_updates(ts.log_alpha, al_upd),
+            actor_opt=actor_opt,
+            critic_opt=critic_opt,
+            alpha_opt=alpha_opt,
+            sgd_steps=ts.sgd_steps + 1,
+        )
+        return ts, {**a_metrics, **c_metrics, "alpha": alpha}
+
+    def _epoch(self, ts: TrainState) -> tuple[TrainState, dict]:
+        self.trace_count += 1
+
+        def iteration(ts, _):
+            key, k_collect, k_sgd = jax.random.split(ts.key, 3)
+            ts = self._collect(ts.replace(key=key), k_collect, random_actions=False)
+            ts, metrics = jax.lax.scan(self._sgd_step, ts, jax.random.split(k_sgd, self.sched.sgd_per_iter))
+            return ts, metrics
+
+        ts, metrics = jax.lax.scan(iteration, ts, None, length=self.sched.iters_per_epoch)
+        return ts, jax.tree.map(jnp.mean, metrics)
+
+    # --- evaluation ------------------------------------------------------------------------------------
+    def policy(self, actor_params, state, goal):
+        return self.nets.deterministic_action(actor_params, state, goal)
+
+
+def host_metrics(metrics: dict) -> dict[str, float]:
+    return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}

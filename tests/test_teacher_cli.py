@@ -1,0 +1,51 @@
+"""Bad input gets one line naming the flag, exit code 2, and never touches existing data."""
+
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "deepdistill.teacher.cli"]
+
+
+def run(*args):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_the_flags():
+    r = run("--help")
+    assert r.returncode == 0
+    for flag in ("--env", "--depth", "--width", "--actor-depth", "--critic-depth", "--total-env-steps",
+                 "--num-envs", "--batch-size", "--seed", "--out", "--resume"):
+        assert flag in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--depth", "6"], "--depth=6 is not a multiple of 4"),
+        (["--critic-depth", "10"], "--critic-depth=10 is not a multiple of 4"),
+        (["--env", "nope"], "unknown env 'nope'"),
+        (["--num-envs", "0"], "--num-envs must be positive"),
+        (["--unroll-length", "30"], "--unroll-length 30 must divide"),
+        (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(tmp_path, args, needle):
+    r = run("--out", str(tmp_path / "x"), *args)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
+    r = run("--out", str(tmp_path), "--resume")
+    assert r.returncode == 2 and "not a deepdistill run" in r.stderr
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    (tmp_path / "run.json").write_text('{"kind": "teacher"}')
+    r = run("--out", str(tmp_path))
+    assert r.returncode == 2 and "--resume" in r.stderr
+    assert (tmp_path / "run.json").read_text() == '{"kind": "teacher"}'
