@@ -24,6 +24,8 @@ class TeacherConfig:
     """Continue the run in --out from its last checkpoint (its saved config is used)."""
     seed: int = 0
     """Random seed (environments, initialisation, sampling)."""
+    episode_length: Optional[int] = None
+    """Override the task's episode length (short smoke runs; evaluation uses it too)."""
 
     # --- architecture -------------------------------------------------------------------------
     depth: int = 16
@@ -147,6 +149,8 @@ class TeacherConfig:
         for name in ("actor_lr", "critic_lr", "alpha_lr"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if self.episode_length is not None and self.episode_length < 2:
+            raise ConfigError("--episode-length must be at least 2")
         if self.min_replay_steps < 0:
             raise ConfigError("--min-replay-steps must be >= 0")
         if self.max_wall_s is not None and self.max_wall_s <= 0:

@@ -64,7 +64,8 @@ def train_teacher(cfg: TeacherConfig, devices=None) -> dict:
     cfg = resolve_config(cfg)
     if cfg.distributed:
         jax.distributed.initialize()
-    env, eval_env = make_env(cfg.env, training=True), make_env(cfg.env)
+    env = make_env(cfg.env, training=True, episode_length=cfg.episode_length)
+    eval_env = make_env(cfg.env, episode_length=cfg.episode_length)
     trainer = Trainer(cfg, env, devices)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

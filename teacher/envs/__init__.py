@@ -12,11 +12,13 @@ from typing import Callable
 from deepdistill.teacher.envs.base import EnvSpec, GoalEnv
 from deepdistill.teacher.envs.point_maze import OPEN_ARENA, U_MAZE, PointMaze
 
-_REGISTRY: dict[str, tuple[Callable[[bool], GoalEnv], str]] = {}
+_REGISTRY: dict[str, tuple[Callable[..., GoalEnv], str]] = {}
 
 
-def register(name: str, factory: Callable[[bool], GoalEnv], description: str = "") -> None:
-    """Register ``factory(training: bool) -> GoalEnv`` under ``name``."""
+def register(name: str, factory: Callable[..., GoalEnv], description: str = "") -> None:
+    """Register ``factory(training: bool, **overrides) -> GoalEnv`` under ``name``.
+
+    ``overrides`` holds only the keys given to ``make_env`` (today: ``episode_length``)."""
     _REGISTRY[name] = (factory, description)
 
 
@@ -26,11 +28,13 @@ def list_envs() -> dict[str, str]:
     return {k: v[1] for k, v in sorted(_REGISTRY.items())}
 
 
-def make_env(name: str, training: bool = False) -> GoalEnv:
+def make_env(name: str, training: bool = False, episode_length: int | None = None) -> GoalEnv:
+    """Build task ``name``; ``episode_length`` overrides the task's default (short smoke runs)."""
     _load_optional()
     if name not in _REGISTRY:
         raise KeyError(f"unknown env {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name][0](training)
+    overrides = {} if episode_length is None else {"episode_length": int(episode_length)}
+    return _REGISTRY[name][0](training, **overrides)
 
 
 _optional_loaded = False
@@ -50,12 +54,12 @@ def _load_optional() -> None:
 
 register(
     "point_maze",
-    lambda training: PointMaze(U_MAZE, "point_maze", resample_goal_on_success=training),
+    lambda training, **kw: PointMaze(U_MAZE, "point_maze", resample_goal_on_success=training, **kw),
     "2D point mass in a U maze (pure JAX, CPU-fast); eval splits: random, hard",
 )
 register(
     "point_arena",
-    lambda training: PointMaze(OPEN_ARENA, "point_arena", hard_arms=None, resample_goal_on_success=training),
+    lambda training, **kw: PointMaze(OPEN_ARENA, "point_arena", hard_arms=None, resample_goal_on_success=training, **kw),
     "2D point mass in an open 3x3 arena (smoke tests)",
 )
 
