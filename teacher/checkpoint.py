@@ -22,6 +22,9 @@ from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
+
+absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax logs routine events as warnings
 
 from deepdistill import __version__
 

@@ -1,0 +1,24 @@
+"""``distill``: distill a teacher run into a shallow student (flags: ``distill --help``)."""
+
+from __future__ import annotations
+
+import json
+
+from deepdistill._cli import run_cli
+from deepdistill.distill.config import DistillConfig
+
+
+def _main(cfg: DistillConfig) -> None:
+    from deepdistill.distill.run import distill
+
+    result = distill(cfg)
+    print(json.dumps(result))
+    print(f"student run: {cfg.out}")
+
+
+def main(args: list[str] | None = None) -> None:
+    run_cli("distill", DistillConfig, _main, args)
+
+
+if __name__ == "__main__":
+    main()

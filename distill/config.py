@@ -1,0 +1,130 @@
+"""The one configuration of ``distill`` (its CLI is generated from this dataclass)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from deepdistill.teacher.config import ConfigError
+from deepdistill.teacher.networks import validate_depth
+
+DATA_MODES = ("teacher", "dagger")
+BETA_SCHEDULES = ("constant", "linear", "exponential")
+REPR_LOSSES = ("mse", "cosine")
+LOSS_WEIGHTS = ("action_mse", "action_kl", "repr", "relational")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Distill a trained teacher into a shallow student (teacher frozen; teacher-driven or DAgger data)."""
+
+    teacher: str = "runs/teacher"
+    """A `train-teacher` run directory."""
+    out: str = "runs/student"
+    """Student run directory (config, provenance, metrics.jsonl, Orbax checkpoints)."""
+    resume: bool = False
+    """Continue the distillation in --out from its last checkpoint."""
+    seed: int = 0
+
+    # --- the student ---------------------------------------------------------------------------
+    depth: int = 4
+    """Student Dense layers inside residual blocks (multiple of 4; 0 = input layer + head only)."""
+    width: int = 64
+    """Student hidden width."""
+    actor_depth: Optional[int] = None
+    critic_depth: Optional[int] = None
+    actor_width: Optional[int] = None
+    critic_width: Optional[int] = None
+
+    # --- losses (any combination; each weight >= 0, not all zero) -------------------------------------
+    action_mse: float = 1.0
+    """Weight of the MSE between deterministic actions tanh(mean)."""
+    action_kl: float = 0.0
+    """Weight of KL(teacher || student) between the Gaussian policies."""
+    repr: float = 1.0
+    """Weight of the regression of phi(s,a) and psi(g) onto the teacher's."""
+    repr_loss: str = "mse"
+    """Representation regression: mse or cosine."""
+    relational: float = 0.1
+    """Weight of the KL between row-wise softmaxes of the student's and teacher's critic logits."""
+    temperature: float = 1.0
+    """Softmax temperature of the relational loss."""
+
+    # --- data ------------------------------------------------------------------------------------------
+    data: str = "dagger"
+    """Who acts while collecting: teacher (teacher-driven rollouts) or dagger (student acts, teacher labels)."""
+    beta_schedule: str = "linear"
+    """DAgger probability that the teacher acts: constant, linear or exponential from --beta-start to --beta-end."""
+    beta_start: float = 1.0
+    beta_end: float = 0.0
+    """Final beta (exponential needs > 0; 0 is read as 0.01 there)."""
+    future_goal_fraction: float = 0.5
+    """Share of each batch whose goal is a future state of the same trajectory (the rest: the task's goal)."""
+    teacher_buffer_fraction: float = 0.0
+    """Share of each batch drawn from the teacher's saved replay buffer (0 = not used)."""
+
+    # --- schedule ----------------------------------------------------------------------------------------
+    steps: int = 6_000
+    """SGD steps."""
+    batch_size: int = 256
+    lr: float = 1e-3
+    num_envs: int = 128
+    unroll_length: int = 50
+    """Steps per environment per collection; must divide the episode length."""
+    sgd_steps_per_unroll: int = 25
+    """SGD steps between collections."""
+    replay_steps_per_env: int = 1_000
+    eval_every: int = 1_500
+    """SGD steps between evaluations and checkpoints."""
+    num_eval_episodes: int = 256
+    progress: bool = True
+    max_to_keep: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DistillConfig":
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"config has unknown fields {unknown}: is it a student run of another version?")
+        return cls(**d)
+
+    def weights(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in LOSS_WEIGHTS}
+
+    def validate(self) -> None:
+        def flag(name):
+            return "--" + name.replace("_", "-")
+
+        for name in ("depth", "actor_depth", "critic_depth"):
+            v = getattr(self, name)
+            if v is not None:
+                try:
+                    validate_depth(v, flag(name))
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
+        for name in ("width", "steps", "batch_size", "num_envs", "unroll_length", "sgd_steps_per_unroll",
+                     "replay_steps_per_env", "eval_every", "num_eval_episodes", "max_to_keep"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{flag(name)} must be positive (got {getattr(self, name)})")
+        for name in ("actor_width", "critic_width"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"{flag(name)} must be positive")
+        for name, w in self.weights().items():
+            if not w >= 0:  # also catches NaN
+                raise ConfigError(f"{flag(name)} is a loss weight and must be >= 0 (got {w})")
+        if sum(self.weights().values()) == 0:
+            raise ConfigError("all loss weights are zero: set at least one of " + ", ".join(flag(k) for k in LOSS_WEIGHTS))
+        choices = (("data", DATA_MODES), ("beta_schedule", BETA_SCHEDULES), ("repr_loss", REPR_LOSSES))
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{flag(name)} {getattr(self, name)!r} is unknown; choose one of: {', '.join(allowed)}")
+        for name in ("beta_start", "beta_end", "future_goal_fraction", "teacher_buffer_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{flag(name)} must be in [0, 1] (got {v})")
+        if self.temperature <= 0 or self.lr <= 0:
+            raise ConfigError("--temperature and --lr must be positive")
+        if self.unroll_length < 2:
+            raise ConfigError("--unroll-length must be at least 2")

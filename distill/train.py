@@ -1,0 +1,205 @@
+"""Distillation: the frozen teacher labels states that the teacher (or, with DAgger, the student) visits.
+
+One jitted epoch = ``lax.scan`` over (collect ``unroll_length`` steps with the beta-mixed policy,
+insert into a trajectory replay, ``sgd_steps_per_unroll`` student updates). The teacher's
+parameters are an argument of the compiled call, never part of the updated state, so they stay
+bit-identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from deepdistill.distill import losses as dl
+from deepdistill.distill.config import DistillConfig
+from deepdistill.teacher import replay as rb
+from deepdistill.teacher.envs import GoalEnv
+from deepdistill.teacher.networks import CRLNetworks, sample_tanh_gaussian
+
+
+@flax.struct.dataclass
+class DistillState:
+    student: Any  # {"actor", "sa_encoder", "goal_encoder"}
+    opt: Any
+    replay: rb.Replay  # states hold whole observations [T, E, S + G] (state, then the task's goal)
+    env_state: Any
+    key: jax.Array
+    sgd_steps: jax.Array  # int32
+    teacher_acted: jax.Array  # float32: env steps on which the teacher acted (all envs)
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.replay.written) * self.replay.states.shape[1]
+
+
+def beta_at(cfg: DistillConfig, step: jax.Array) -> jax.Array:
+    """Probability that the teacher acts after ``step`` SGD steps (1 for teacher-driven data)."""
+    if cfg.data == "teacher":
+        return jnp.ones(())
+    p = jnp.clip(step / cfg.steps, 0.0, 1.0)
+    if cfg.beta_schedule == "constant":
+        return jnp.full((), cfg.beta_start)
+    if cfg.beta_schedule == "linear":
+        return cfg.beta_start + (cfg.beta_end - cfg.beta_start) * p
+    end = max(cfg.beta_end, 0.01)
+    return cfg.beta_start * (end / max(cfg.beta_start, 1e-12)) ** p
+
+
+def mix_actions(key: jax.Array, beta: jax.Array, teacher_action: jax.Array, student_action: jax.Array):
+    """Per environment and step, the teacher's action with probability ``beta``. ``[E, A] -> [E, A], mask [E]``."""
+    mask = jax.random.bernoulli(key, beta, teacher_action.shape[:1])
+    return jnp.where(mask[:, None], teacher_action, student_action), mask
+
+
+class Distiller:
+    def __init__(
+        self,
+        cfg: DistillConfig,
+        env: GoalEnv,
+        teacher_nets: CRLNetworks,
+        student_nets: CRLNetworks,
+        energy: str = "l2",
+        teacher_replay: Optional[rb.Replay] = None,
+    ):
+        if env.spec.episode_length % cfg.unroll_length:
+            from deepdistill.teacher.config import ConfigError
+
+            raise ConfigError(f"--unroll-length {cfg.unroll_length} must divide the task's episode length {env.spec.episode_length}")
+        self.cfg, self.env, self.spec = cfg, env, env.spec
+        self.teacher, self.student, self.energy = teacher_nets, student_nets, energy
+        self.weights = cfg.weights()
+        self.tx = optax.adam(cfg.lr)
+        L = env.spec.episode_length
+        self.capacity = -(-max(cfg.replay_steps_per_env, L + cfg.unroll_length) // L) * L
+        self.iters_per_epoch = max(1, round(cfg.eval_every / cfg.sgd_steps_per_unroll))
+        self.teacher_replay = teacher_replay
+        self.trace_count = 0
+        self.init = jax.jit(self._init)
+        self.epoch = jax.jit(self._epoch, donate_argnums=0)
+        self.prefill = jax.jit(self._prefill, donate_argnums=0)
+
+    # --- state -----------------------------------------------------------------------------------------
+    def _init(self, key: jax.Array) -> DistillState:
+        k_net, k_env, k_run = jax.random.split(key, 3)
+        student = self.student.init(k_net)
+        return DistillState(
+            student=student,
+            opt=self.tx.init(student),
+            replay=rb.init_replay(self.capacity, self.cfg.num_envs, self.spec.obs_size, self.spec.action_size),
+            env_state=jax.vmap(self.env.reset)(jax.random.split(k_env, self.cfg.num_envs)),
+            key=k_run,
+            sgd_steps=jnp.zeros((), jnp.int32),
+            teacher_acted=jnp.zeros((), jnp.float32),
+        )
+
+    # --- data --------------------------------------------------------------------------------------------
+    def _collect(self, ds: DistillState, teacher_params, key: jax.Array) -> DistillState:
+        S, E = self.spec.state_size, self.cfg.num_envs
+        k_reset, k_roll = jax.random.split(key)
+        env_state = jax.lax.cond(
+            ds.replay.written % self.spec.episode_length == 0,
+            lambda: jax.vmap(self.env.reset)(jax.random.split(k_reset, E)),
+            lambda: ds.env_state,
+        )
+        beta = beta_at(self.cfg, ds.sgd_steps)
+
+        def step(carry, k):
+            s, acted = carry
+            k_t, k_mix = jax.random.split(k)
+            state, goal = s.obs[:, :S], s.obs[:, S:]
+            t_action, _ = sample_tanh_gaussian(k_t, *self.teacher.policy(teacher_params["actor"], state, goal))
+            if self.cfg.data == "teacher":
+                action, mask = t_action, jnp.ones((E,), bool)
+            else:
+                s_action = self.student.deterministic_action(ds.student["actor"], state, goal)
+                action, mask = mix_actions(k_mix, beta, t_action, s_action)
+            s2 = jax.vmap(self.env.step)(s, action)
+            return (s2, acted + mask.sum()), (s.obs, action)
+
+        (env_state, acted), (obs, actions) = jax.lax.scan(
+            step, (env_state, ds.teacher_acted), jax.random.split(k_roll, self.cfg.unroll_length)
+        )
+        return ds.replace(env_state=env_state, replay=rb.insert(ds.replay, obs, actions), teacher_acted=acted)
+
+    def _prefill(self, ds: DistillState, teacher_params) -> DistillState:
+        key, k = jax.random.split(ds.key)
+        return self._collect(ds.replace(key=key), teacher_params, k)
+
+    def sample_batch(self, ds: DistillState, key: jax.Array) -> dict[str, jax.Array]:
+        """``state [B, S]``, ``goal [B, G]`` (hindsight future state or the task's goal), ``action [B, A]``."""
+        S, B = self.spec.state_size, self.cfg.batch_size
+        k_own, k_mix, k_tb = jax.random.split(key, 3)
+        b = rb.sample(ds.replay, k_own, B, self.spec.episode_length, 1.0 - 1e-2, self.spec.goal_indices)
+        use_future = jax.random.uniform(k_mix, (B,)) < self.cfg.future_goal_fraction
+        batch = {
+            "state": b["state"][:, :S],
+            "goal": jnp.where(use_future[:, None], b["future_goal"], b["state"][:, S:]),
+            "action": b["action"],
+        }
+        n_tb = round(self.cfg.teacher_buffer_fraction * B) if self.teacher_replay is not None else 0
+        if n_tb:
+            tb = rb.sample(self.teacher_replay, k_tb, n_tb, self.spec.episode_length, 0.99, self.spec.goal_indices)
+            tb = {"state": tb["state"], "goal": tb["future_goal"], "action": tb["action"]}
+            batch = jax.tree.map(lambda own, t: jnp.concatenate([own[: B - n_tb], t]), batch, tb)
+        return batch
+
+    # --- learning ---------------------------------------------------------------------------------------
+    def teacher_outputs(self, teacher_params, batch) -> dict[str, jax.Array]:
+        T = self.teacher
+        mean, log_std = T.policy(teacher_params["actor"], batch["state"], batch["goal"])
+        out = {"mean": mean, "log_std": log_std}
+        if self.weights["repr"] or self.weights["relational"]:
+            out["phi"] = T.phi(teacher_params["sa_encoder"], batch["state"], batch["action"])
+            out["psi"] = T.psi(teacher_params["goal_encoder"], batch["goal"])
+        return jax.lax.stop_gradient(out)
+
+    def loss(self, student_params, teacher_out: dict, batch: dict) -> tuple[jax.Array, dict]:
+        """Weighted sum of the enabled distillation losses; ``metrics`` has each term unweighted."""
+        w, St, m = self.weights, self.student, {}
+        mean, log_std = St.policy(student_params["actor"], batch["state"], batch["goal"])
+        if w["action_mse"]:
+            m["action_mse"] = dl.action_mse(mean, teacher_out["mean"])
+        if w["action_kl"]:
+            m["action_kl"] = dl.gaussian_kl(teacher_out["mean"], teacher_out["log_std"], mean, log_std)
+        if w["repr"] or w["relational"]:
+            phi = St.phi(student_params["sa_encoder"], batch["state"], batch["action"])
+            psi = St.psi(student_params["goal_encoder"], batch["goal"])
+            if w["repr"]:
+                f = dl.repr_mse if self.cfg.repr_loss == "mse" else dl.repr_cosine
+                m["repr"] = f(phi, teacher_out["phi"]) + f(psi, teacher_out["psi"])
+            if w["relational"]:
+                m["relational"] = dl.relational_kl(phi, psi, teacher_out["phi"], teacher_out["psi"], self.cfg.temperature, self.energy)
+        total = sum(w[k] * v for k, v in m.items())
+        return total, {"loss": total, **m}
+
+    def _sgd_step(self, ds: DistillState, teacher_params, key: jax.Array):
+        batch = self.sample_batch(ds, key)
+        t_out = self.teacher_outputs(teacher_params, batch)
+        (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(ds.student, t_out, batch)
+        updates, opt = self.tx.update(grads, ds.opt, ds.student)
+        ds = ds.replace(student=optax.apply_updates(ds.student, updates), opt=opt, sgd_steps=ds.sgd_steps + 1)
+        return ds, metrics
+
+    def _epoch(self, ds: DistillState, teacher_params) -> tuple[DistillState, dict]:
+        self.trace_count += 1
+
+        def iteration(ds, _):
+            key, k_collect, k_sgd = jax.random.split(ds.key, 3)
+            ds = self._collect(ds.replace(key=key), teacher_params, k_collect)
+            ds, metrics = jax.lax.scan(
+                lambda d, k: self._sgd_step(d, teacher_params, k), ds, jax.random.split(k_sgd, self.cfg.sgd_steps_per_unroll)
+            )
+            return ds, metrics
+
+        ds, metrics = jax.lax.scan(iteration, ds, None, length=self.iters_per_epoch)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        metrics["beta"] = beta_at(self.cfg, ds.sgd_steps)
+        return ds, metrics
+
+    def policy(self, params, state, goal):
+        return self.student.deterministic_action(params["actor"], state, goal)
