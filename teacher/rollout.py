@@ -54,14 +54,49 @@ def make_evaluator(env: GoalEnv, policy: PolicyFn, num_episodes: int, seed: int 
         split: jax.jit(lambda p, k, split=split: rollout(env, policy, p, k, num_episodes, split))
         for split in env.spec.eval_splits
     }
-    key = jax.random.PRNGKey(seed)
 
     def evaluate(params) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for i, (split, fn) in enumerate(fns.items()):
-            res = summarize(jax.device_get(fn(params, jax.random.fold_in(key, i))))
-            for k, v in res.items():
-                out[k if split == "random" else f"{split}/{k}"] = v
-        return out
+        return _flatten({split: summarize(jax.device_get(fn(params, split_key(seed, i))))
+                         for i, (split, fn) in enumerate(fns.items())})
+
+    return evaluate
+
+
+def split_key(seed: int, index: int) -> jax.Array:
+    """The episode key of the ``index``-th eval split: every evaluator uses the same goals."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), index)
+
+
+def _flatten(per_split: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {(k if split == "random" else f"{split}/{k}"): v for split, res in per_split.items() for k, v in res.items()}
+
+
+def host_rollout(env: GoalEnv, act: Callable[[np.ndarray, np.ndarray], np.ndarray], key: jax.Array,
+                 num_episodes: int, split: str) -> dict:
+    """``rollout`` for a policy that is not JAX (an ONNX session): the env steps are jitted, the policy
+    is called once per step on the whole batch of episodes. Same episodes as ``rollout`` for ``key``."""
+    S = env.spec.state_size
+    reset = jax.jit(jax.vmap(lambda k: env.reset_split(k, split)))
+    step = jax.jit(jax.vmap(env.step))
+    s = reset(jax.random.split(key, num_episodes))
+    states, goals = [np.asarray(s.obs[:, :S])], np.asarray(s.obs[:, S:])
+    success, distance, actions = [], [], []
+    for _ in range(env.spec.episode_length):
+        a = np.asarray(act(states[-1], goals), np.float32)
+        s = step(s, a)
+        success.append(np.asarray(s.metrics["success"]))
+        distance.append(np.asarray(s.metrics["distance"]))
+        states.append(np.asarray(s.obs[:, :S]))
+        actions.append(a)
+    return {"success": np.stack(success), "distance": np.stack(distance), "states": np.stack(states),
+            "goals": goals, "actions": np.stack(actions)}
+
+
+def make_host_evaluator(env: GoalEnv, num_episodes: int, seed: int = 12345):
+    """Like ``make_evaluator`` (same episodes) for a host policy ``act(state [B, S], goal [B, G])``."""
+
+    def evaluate(act) -> dict[str, float]:
+        return _flatten({split: summarize(host_rollout(env, act, split_key(seed, i), num_episodes, split))
+                         for i, split in enumerate(env.spec.eval_splits)})
 
     return evaluate

@@ -1,0 +1,276 @@
+"""Compare a teacher with its students (JAX and ONNX) on the same goals and seeds.
+
+``compare`` returns the report as a dict; ``write_report`` writes ``report.json``, ``report.md`` and
+PNG plots (success against parameters and latency, trajectories toward the same goals).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from deepdistill.distill.metrics import action_agreement, linear_cka, pearson
+from deepdistill.teacher.checkpoint import PolicyRun, RunError, write_json_atomic
+from deepdistill.teacher.envs import GoalEnv, make_env
+from deepdistill.teacher.losses import pairwise_energy
+from deepdistill.teacher.rollout import host_rollout, make_evaluator, make_host_evaluator, rollout, split_key
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """Compare a teacher with one or more students (and their ONNX exports) on the same goals."""
+
+    teacher: str = "runs/teacher"
+    """A `train-teacher` run directory."""
+    student: tuple[str, ...] = ("runs/student",)
+    """One or more `distill` run directories (a sweep is drawn on one plot)."""
+    onnx: tuple[str, ...] = ()
+    """Directories written by `export-onnx` (each holds policy.onnx) to evaluate as well."""
+    episodes: int = 256
+    """Episodes per evaluation split."""
+    out: str = "runs/report"
+    """Report directory (report.json, report.md, PNG plots)."""
+    seed: int = 12345
+    """Seed of the evaluation episodes (the same for every policy)."""
+    latency_samples: int = 300
+    """Timed single-sample calls per policy."""
+    plots: bool = True
+    """Draw the PNG plots."""
+
+    def validate(self) -> None:
+        if self.episodes <= 0:
+            raise ValueError(f"--episodes must be positive (got {self.episodes})")
+        if self.latency_samples <= 0:
+            raise ValueError(f"--latency-samples must be positive (got {self.latency_samples})")
+        if not self.student:
+            raise ValueError("--student: give at least one student run directory")
+
+
+def _percentiles_us(samples: list[float]) -> dict[str, float]:
+    a = np.asarray(samples) * 1e6
+    return {"latency_us_p50": float(np.percentile(a, 50)), "latency_us_p99": float(np.percentile(a, 99))}
+
+
+def time_calls(fn: Callable[[], object], n: int) -> dict[str, float]:
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return _percentiles_us(times)
+
+
+def jax_latency(run: PolicyRun, n: int) -> dict[str, float]:
+    """Batch-1 latency of the jitted deterministic action (result fetched to the host)."""
+    f = jax.jit(lambda p, s, g: run.nets.deterministic_action(p, s, g))
+    s = jnp.zeros((1, run.spec.state_size))
+    g = jnp.zeros((1, run.spec.goal_size))
+    actor = run.params["actor"]
+    return time_calls(lambda: np.asarray(f(actor, s, g)), n)
+
+
+def policy_summary(name: str, run: PolicyRun, evaluation: dict, latency: dict) -> dict:
+    return {
+        "name": name,
+        "kind": run.kind,
+        "run": str(run.run_dir),
+        "actor_depth": run.nets.actor_depth,
+        "actor_width": run.nets.actor_width,
+        "critic_depth": run.nets.critic_depth,
+        "critic_width": run.nets.critic_width,
+        "params": int(sum(run.num_params().values())),
+        "actor_params": int(run.nets.actor.num_params()),
+        "flops_per_action": int(run.nets.actor.flops_per_sample()),
+        **evaluation,
+        **latency,
+    }
+
+
+def agreement(teacher: PolicyRun, student: PolicyRun, states: np.ndarray, goals: np.ndarray, seed: int) -> dict:
+    """Action, representation and critic agreement of a student with the teacher on the same inputs.
+
+    ``states [N, S]``, ``goals [N, G]``: states the teacher visited and the goals it was heading to.
+    Representations use the teacher's action at each state; the logit matrices pair each
+    state-action with every goal of a 256-sample subset.
+    """
+    tp, sp = teacher.params, student.params
+    s, g = jnp.asarray(states), jnp.asarray(goals)
+    a_t = teacher.nets.deterministic_action(tp["actor"], s, g)
+    a_s = student.nets.deterministic_action(sp["actor"], s, g)
+    phi_t, phi_s = teacher.nets.phi(tp["sa_encoder"], s, a_t), student.nets.phi(sp["sa_encoder"], s, a_t)
+    psi_t, psi_s = teacher.nets.psi(tp["goal_encoder"], g), student.nets.psi(sp["goal_encoder"], g)
+    idx = np.random.default_rng(seed).permutation(len(states))[:256]
+    energy = teacher.config.get("energy", "l2")
+    lt = pairwise_energy(phi_t[idx], psi_t[idx], energy)
+    ls = pairwise_energy(phi_s[idx], psi_s[idx], energy)
+    act = action_agreement(np.asarray(a_s), np.asarray(a_t))
+    return {
+        "action_mse": act["mse"],
+        "action_cosine": act["cosine"],
+        "cka_phi": linear_cka(np.asarray(phi_s), np.asarray(phi_t)),
+        "cka_psi": linear_cka(np.asarray(psi_s), np.asarray(psi_t)),
+        "logits_pearson": pearson(np.asarray(ls), np.asarray(lt)),
+        "num_states": int(len(states)),
+    }
+
+
+def compare(
+    teacher: PolicyRun,
+    students: Sequence[PolicyRun],
+    onnx_policies: Sequence[tuple[str, object]] = (),
+    episodes: int = 256,
+    seed: int = 12345,
+    latency_samples: int = 300,
+    env: Optional[GoalEnv] = None,
+) -> dict:
+    """Evaluate every policy on identical episodes; returns the report (see ``write_report``).
+
+    ``onnx_policies``: ``(name, policy)`` pairs, ``policy.act(state [B, S], goal [B, G]) -> [B, A]``.
+    """
+    env = env or make_env(teacher.spec.name, episode_length=teacher.config.get("episode_length"))
+    policy = lambda p, s, g, nets: nets.deterministic_action(p, s, g)  # noqa: E731
+    entries: list[dict] = []
+    trajectories: dict[str, dict] = {}
+    split = "hard" if "hard" in env.spec.eval_splits else env.spec.eval_splits[-1]
+    split_index = env.spec.eval_splits.index(split)
+    for i, run in enumerate([teacher, *students]):
+        name = "teacher" if i == 0 else f"student:{Path(run.run_dir).name}"
+        fn = lambda p, s, g, nets=run.nets: policy(p, s, g, nets)  # noqa: E731
+        ev = make_evaluator(env, fn, episodes, seed)(run.params["actor"])
+        entries.append(policy_summary(name, run, ev, jax_latency(run, latency_samples)))
+        traj = jax.jit(lambda p, k, fn=fn: rollout(env, fn, p, k, min(episodes, 8), split))(
+            run.params["actor"], split_key(seed, split_index))
+        trajectories[name] = {"states": np.asarray(traj["states"]), "goals": np.asarray(traj["goals"])}
+    for name, pol in onnx_policies:
+        ev = make_host_evaluator(env, episodes, seed)(pol.act)
+        s1 = np.zeros((1, env.spec.state_size), np.float32)
+        g1 = np.zeros((1, env.spec.goal_size), np.float32)
+        lat = time_calls(lambda: pol.act(s1, g1), latency_samples)
+        meta = getattr(pol, "metadata", {}) or {}
+        entry = {"name": name, "kind": "onnx", **ev, **lat}
+        arch = meta.get("architecture") or meta.get("networks") or {}
+        if isinstance(arch, dict) and "actor_depth" in arch:
+            entry.update(actor_depth=arch["actor_depth"], actor_width=arch["actor_width"])
+        src = next((e for e in entries[1:] if e.get("actor_depth") == entry.get("actor_depth")
+                    and e.get("actor_width") == entry.get("actor_width")), None)
+        if src is not None:
+            entry.update(params=src["params"], actor_params=src["actor_params"], flops_per_action=src["flops_per_action"])
+        entries.append(entry)
+        traj = host_rollout(env, pol.act, split_key(seed, split_index), min(episodes, 8), split)
+        trajectories[name] = {"states": traj["states"], "goals": traj["goals"]}
+
+    # agreement on the states the teacher visits (random split) toward its goals
+    res = jax.jit(lambda p: rollout(env, lambda p, s, g: policy(p, s, g, teacher.nets), p,
+                                    split_key(seed, 0), min(episodes, 64), env.spec.eval_splits[0]))(teacher.params["actor"])
+    T = env.spec.episode_length
+    states = np.asarray(res["states"][:T]).reshape(-1, env.spec.state_size)
+    goals = np.repeat(np.asarray(res["goals"])[None], T, axis=0).reshape(-1, env.spec.goal_size)
+    agreements = {f"student:{Path(s.run_dir).name}": agreement(teacher, s, states, goals, seed) for s in students}
+
+    students_e = [e for e in entries if e["kind"] == "student"]
+    onnx_e = [e for e in entries if e["kind"] == "onnx"]
+    report = {
+        "env": env.spec.name,
+        "eval_splits": list(env.spec.eval_splits),
+        "episodes": episodes,
+        "seed": seed,
+        "teacher": entries[0],
+        "student": students_e[0] if students_e else None,
+        "students": students_e,
+        "onnx": onnx_e[0] if onnx_e else None,
+        "onnx_all": onnx_e,
+        "agreement": agreements,
+        "machine": _machine(),
+    }
+    report["_trajectories"] = trajectories  # dropped from report.json; used for the plot
+    return report
+
+
+def _machine() -> dict:
+    import platform
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "jax_backend": jax.default_backend(), "devices": len(jax.devices())}
+
+
+# --- writing ---------------------------------------------------------------------------------------------
+
+COLUMNS = [
+    ("name", "policy", "{}"),
+    ("actor_depth", "depth", "{}"),
+    ("actor_width", "width", "{}"),
+    ("params", "params", "{:,}"),
+    ("flops_per_action", "FLOPs/action", "{:,}"),
+    ("success_rate", "success (random)", "{:.3f}"),
+    ("hard/success_rate", "success (hard)", "{:.3f}"),
+    ("far/success_rate", "success (far)", "{:.3f}"),
+    ("time_at_goal", "time at goal", "{:.1f}"),
+    ("final_distance", "final dist.", "{:.3f}"),
+    ("latency_us_p50", "latency p50 (us)", "{:.1f}"),
+    ("latency_us_p99", "latency p99 (us)", "{:.1f}"),
+]
+
+
+def table(report: dict) -> str:
+    rows = [report["teacher"], *report["students"], *report["onnx_all"]]
+    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [c[2].format(r[c[0]]) if r.get(c[0]) is not None else "" for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(report: dict, plots: Sequence[str]) -> str:
+    t = report["teacher"]
+    out = [f"# Student vs teacher on `{report['env']}`", "",
+           f"{report['episodes']} episodes per split, seed {report['seed']}, the same goals for every policy.", "",
+           table(report), ""]
+    if report["agreement"]:
+        out += ["## Agreement with the teacher (on states the teacher visits)", "",
+                "| student | action MSE | action cosine | CKA phi | CKA psi | logits Pearson |", "|---|---|---|---|---|---|"]
+        for name, a in report["agreement"].items():
+            out.append(f"| {name} | {a['action_mse']:.4f} | {a['action_cosine']:.3f} | {a['cka_phi']:.3f} | "
+                       f"{a['cka_psi']:.3f} | {a['logits_pearson']:.3f} |")
+        out.append("")
+    for s in report["students"]:
+        keep = s["success_rate"] / t["success_rate"] if t["success_rate"] else float("nan")
+        speed = t["latency_us_p50"] / s["latency_us_p50"]
+        out.append(f"- {s['name']}: {t['params'] / s['params']:.1f}x fewer parameters, keeps {keep:.0%} of the "
+                   f"teacher's random-goal success, {speed:.1f}x faster per action (JAX, batch 1).")
+    for o in report["onnx_all"]:
+        out.append(f"- {o['name']}: {t['latency_us_p50'] / o['latency_us_p50']:.1f}x faster per action than the JAX teacher.")
+    out += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(out) + "\n"
+
+
+def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict:
+    """Write ``report.json``, ``report.md`` and the plots; returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trajectories = report.pop("_trajectories", {})
+    written = []
+    if plots:
+        from deepdistill.distill import plots as P
+
+        written += P.success_vs_cost(report, out_dir)
+        written.append(P.trajectories(report, trajectories, out_dir))
+    write_json_atomic(out_dir / "report.json", report)
+    (out_dir / "report.md").write_text(markdown(report, written))
+    return {"json": str(out_dir / "report.json"), "md": str(out_dir / "report.md"), "plots": written}
+
+
+def check_onnx_dir(path: str) -> Path:
+    p = Path(path)
+    f = p / "policy.onnx" if p.is_dir() else p
+    if not f.is_file():
+        raise RunError(f"--onnx {path}: no policy.onnx there; pass a directory written by `export-onnx`")
+    return f
