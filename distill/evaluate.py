@@ -156,8 +156,8 @@ def compare(
         lat = time_calls(lambda: pol.act(s1, g1), latency_samples)
         meta = getattr(pol, "metadata", {}) or {}
         entry = {"name": name, "kind": "onnx", **ev, **lat}
-        arch = meta.get("architecture") or meta.get("networks") or {}
-        if isinstance(arch, dict) and "actor_depth" in arch:
+        arch = (meta.get("architecture") or {}).get("crl_networks") or {}
+        if "actor_depth" in arch:
             entry.update(actor_depth=arch["actor_depth"], actor_width=arch["actor_width"])
         src = next((e for e in entries[1:] if e.get("actor_depth") == entry.get("actor_depth")
                     and e.get("actor_width") == entry.get("actor_width")), None)

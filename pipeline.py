@@ -1,0 +1,151 @@
+"""``deepdistill pipeline``: train-teacher -> distill -> export-onnx -> evaluate, into one folder.
+
+Each stage runs into its own sub-folder and records its completion in ``<out>/pipeline.json``;
+rerunning the same command skips finished stages and resumes an interrupted one from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+from deepdistill._cli import run_cli
+from deepdistill.teacher.checkpoint import read_json, write_json_atomic
+
+# Presets: overrides of TeacherConfig and DistillConfig, and the students to distill (depth, width).
+PRESETS: dict[str, dict[str, Any]] = {
+    "quickstart": {
+        "teacher": {},
+        "distill": {},
+        "students": [(4, 64)],
+    },
+    "sweep": {
+        "teacher": {},
+        "distill": {},
+        "students": [(0, 64), (4, 64), (8, 64)],
+    },
+    # seconds on a laptop: for tests and a first look at the outputs, not for results
+    "smoke": {
+        "teacher": dict(env="point_arena", depth=8, width=32, repr_dim=16, num_envs=32, unroll_length=25,
+                        batch_size=64, env_steps_per_sgd_step=16.0, replay_steps_per_env=400, min_replay_steps=50,
+                        eval_every=16_000, total_env_steps=32_000, num_eval_episodes=32),
+        "distill": dict(steps=300, batch_size=64, num_envs=16, unroll_length=25, sgd_steps_per_unroll=25,
+                        replay_steps_per_env=200, eval_every=150, num_eval_episodes=32),
+        "students": [(0, 32)],
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Train a teacher, distill students, export them to ONNX and compare everything, in one folder."""
+
+    preset: str = "quickstart"
+    """quickstart (point_maze, one depth-4 student), sweep (students of depth 0, 4, 8) or smoke (seconds)."""
+    out: str = "runs/quickstart"
+    """Folder for every stage: teacher/, student_d*_w*/, onnx_d*_w*/, report/."""
+    seed: int = 0
+    episodes: int = 256
+    """Evaluation episodes per split."""
+    progress: bool = True
+
+
+def _stage_status(out: Path) -> dict:
+    path = out / "pipeline.json"
+    return read_json(path) if path.exists() else {"stages": {}}
+
+
+def _mark(out: Path, status: dict, stage: str, info: Optional[dict] = None) -> None:
+    status["stages"][stage] = {"done": True, **(info or {})}
+    write_json_atomic(out / "pipeline.json", status)
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict:
+    from deepdistill.distill.config import DistillConfig
+    from deepdistill.distill.evaluate import EvaluateConfig, table
+    from deepdistill.distill.evaluate_cli import evaluate
+    from deepdistill.distill.run import distill
+    from deepdistill.teacher.config import ConfigError, TeacherConfig
+    from deepdistill.teacher.run import train_teacher
+
+    if cfg.preset not in PRESETS:
+        raise ConfigError(f"--preset {cfg.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
+    if cfg.episodes <= 0:
+        raise ConfigError(f"--episodes must be positive (got {cfg.episodes})")
+    preset = PRESETS[cfg.preset]
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    status = _stage_status(out)
+    if status.get("preset", cfg.preset) != cfg.preset:
+        raise ConfigError(f"--out {out} holds a pipeline of preset {status['preset']!r}; use that preset or another --out")
+    status["preset"] = cfg.preset
+    write_json_atomic(out / "pipeline.json", status)
+
+    def started(d: Path) -> bool:
+        return (d / "run.json").exists()
+
+    teacher_dir = out / "teacher"
+    if "teacher" not in status["stages"]:
+        tcfg = TeacherConfig(**{**preset["teacher"], "out": str(teacher_dir), "seed": cfg.seed,
+                                "progress": cfg.progress, "resume": started(teacher_dir)})
+        last = train_teacher(tcfg)
+        _mark(out, status, "teacher", {"eval": last})
+
+    students, onnx_dirs = [], []
+    for depth, width in preset["students"]:
+        name = f"d{depth}_w{width}"
+        sdir, odir = out / f"student_{name}", out / f"onnx_{name}"
+        if f"distill_{name}" not in status["stages"]:
+            dcfg = DistillConfig(**{**preset["distill"], "teacher": str(teacher_dir), "out": str(sdir), "depth": depth,
+                                    "width": width, "seed": cfg.seed, "progress": cfg.progress, "resume": started(sdir)})
+            _mark(out, status, f"distill_{name}", {"result": distill(dcfg)})
+        if f"export_{name}" not in status["stages"]:
+            from deepdistill.export.config import ExportConfig
+            from deepdistill.export.writer import export_run
+
+            export_run(ExportConfig(student=str(sdir), out=str(odir), overwrite=True))
+            _mark(out, status, f"export_{name}")
+        students.append(str(sdir))
+        onnx_dirs.append(str(odir))
+
+    report_dir = out / "report"
+    report = evaluate(EvaluateConfig(teacher=str(teacher_dir), student=tuple(students), onnx=tuple(onnx_dirs),
+                                     episodes=cfg.episodes, out=str(report_dir)))
+    _mark(out, status, "evaluate")
+    print(table(report))
+    print(f"\nreport: {report['paths']['md']} (plots beside it); runs under {out}/")
+    return report
+
+
+def list_envs_main() -> None:
+    from deepdistill.teacher.envs import list_envs
+
+    for name, desc in list_envs().items():
+        print(f"{name:22s} {desc}")
+
+
+USAGE = """usage: deepdistill pipeline [--preset quickstart|sweep|smoke] [--out DIR] [...]   (see: deepdistill pipeline --help)
+       deepdistill envs                                                       (list the registered tasks)
+
+The stages are also separate commands: train-teacher, distill, export-onnx, evaluate."""
+
+
+def main(args: list[str] | None = None) -> None:
+    import sys
+
+    argv = list(sys.argv[1:] if args is None else args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+    elif argv[0] == "envs":
+        list_envs_main()
+    elif argv[0] == "pipeline":
+        run_cli("deepdistill pipeline", PipelineConfig, run_pipeline, argv[1:])
+    else:
+        print(f"deepdistill: error: unknown command {argv[0]!r}; use 'pipeline' or 'envs'", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
