@@ -77,10 +77,10 @@ def jax_latency(run: PolicyRun, n: int) -> dict[str, float]:
     return time_calls(lambda: np.asarray(f(actor, s, g)), n)
 
 
-def policy_summary(name: str, run: PolicyRun, evaluation: dict, latency: dict) -> dict:
+def policy_summary(name: str, kind: str, run: PolicyRun, evaluation: dict, latency: dict) -> dict:
     return {
         "name": name,
-        "kind": run.kind,
+        "kind": kind,
         "run": str(run.run_dir),
         "actor_depth": run.nets.actor_depth,
         "actor_width": run.nets.actor_width,
@@ -145,7 +145,8 @@ def compare(
         name = "teacher" if i == 0 else f"student:{Path(run.run_dir).name}"
         fn = lambda p, s, g, nets=run.nets: policy(p, s, g, nets)  # noqa: E731
         ev = make_evaluator(env, fn, episodes, seed)(run.params["actor"])
-        entries.append(policy_summary(name, run, ev, jax_latency(run, latency_samples)))
+        kind = "teacher" if i == 0 else "student"
+        entries.append(policy_summary(name, kind, run, ev, jax_latency(run, latency_samples)))
         traj = jax.jit(lambda p, k, fn=fn: rollout(env, fn, p, k, min(episodes, 8), split))(
             run.params["actor"], split_key(seed, split_index))
         trajectories[name] = {"states": np.asarray(traj["states"]), "goals": np.asarray(traj["goals"])}

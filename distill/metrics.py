@@ -20,10 +20,11 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def action_agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """MSE and mean cosine similarity of two action batches ``[N, A]``."""
+    """MSE and mean cosine similarity of two action batches ``[N, A]`` (zero actions: 1 if both are zero)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
-    cos = np.sum(a * b, -1) / np.maximum(na * nb, 1e-12)
+    tiny = na * nb < 1e-12  # (near-)zero actions: the direction is undefined; count equal ones as agreeing
+    cos = np.where(tiny, np.all(np.isclose(a, b, atol=1e-6), -1).astype(float), np.sum(a * b, -1) / np.where(tiny, 1, na * nb))
     return {"mse": float(np.mean((a - b) ** 2)), "cosine": float(np.mean(cos))}
 
 

@@ -1,0 +1,128 @@
+"""evaluate and the one-command pipeline, on the seconds-long `smoke` preset."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from deepdistill.distill.evaluate import compare
+from deepdistill.pipeline import PipelineConfig, run_pipeline
+from deepdistill.teacher.checkpoint import load_policy_run, load_teacher
+
+
+@pytest.fixture(scope="module")
+def pipeline_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipe") / "smoke"
+    run_pipeline(PipelineConfig(preset="smoke", out=str(out), episodes=64, progress=False))
+    return out
+
+
+def test_pipeline_writes_every_stage_and_the_report(pipeline_out):
+    status = json.loads((pipeline_out / "pipeline.json").read_text())
+    assert set(status["stages"]) == {"teacher", "distill_d0_w32", "export_d0_w32", "evaluate"}
+    report = json.loads((pipeline_out / "report" / "report.json").read_text())
+    for key in ("success_rate", "params"):
+        assert key in report["teacher"] and key in report["student"]
+    assert report["onnx"]["success_rate"] == pytest.approx(report["student"]["success_rate"])
+    assert report["onnx"]["latency_us_p50"] > 0
+    assert report["student"]["params"] < report["teacher"]["params"]
+    for png in ("success_vs_params.png", "success_vs_latency.png", "trajectories.png"):
+        assert (pipeline_out / "report" / png).stat().st_size > 10_000
+    md = (pipeline_out / "report" / "report.md").read_text()
+    assert "| teacher |" in md and "onnx:onnx_d0_w32" in md
+
+
+def test_a_policy_compared_with_itself_agrees_perfectly(pipeline_out):
+    teacher = load_teacher(pipeline_out / "teacher")
+    as_student = load_policy_run(pipeline_out / "teacher", "teacher")
+    report = compare(teacher, [as_student], episodes=32, latency_samples=20)
+    t, s = report["teacher"], report["students"][0]
+    assert s["success_rate"] == t["success_rate"] and s["time_at_goal"] == t["time_at_goal"]
+    a = report["agreement"][next(iter(report["agreement"]))]
+    assert a["action_mse"] == 0.0
+    assert a["action_cosine"] == pytest.approx(1.0)
+    assert a["cka_phi"] == pytest.approx(1.0) and a["cka_psi"] == pytest.approx(1.0)
+    assert a["logits_pearson"] == pytest.approx(1.0)
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--episodes", "0"], "--episodes must be positive"),
+        (["--student", "/nonexistent/student"], "no such directory"),
+    ],
+)
+def test_evaluate_bad_input(pipeline_out, tmp_path, extra, needle):
+    args = ["deepdistill.distill.evaluate_cli", "--teacher", str(pipeline_out / "teacher"),
+            "--student", str(pipeline_out / "student_d0_w32"), "--out", str(tmp_path / "r"), *extra]
+    r = run_cli(*args)
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_evaluate_refuses_a_student_of_another_task(pipeline_out, tmp_path):
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(pipeline_out / "student_d0_w32", other)
+    spec = json.loads((other / "env_spec.json").read_text())
+    spec["name"] = "point_maze"
+    (other / "env_spec.json").write_text(json.dumps(spec))
+    r = run_cli("deepdistill.distill.evaluate_cli", "--teacher", str(pipeline_out / "teacher"),
+                "--student", str(other), "--out", str(tmp_path / "r"))
+    assert r.returncode == 2 and "was distilled on task 'point_maze'" in r.stderr
+
+
+def _kill_when(cmd, path_glob: str, root: Path, timeout=240):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not list(root.glob(path_glob)) and proc.poll() is None:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_pipeline_resumes_after_a_kill(tmp_path):
+    """Killed (-9) mid-distillation: the rerun skips the finished teacher, resumes the student, and
+    finishes. (A kill inside train-teacher is tested in test_teacher_training; an interrupted export
+    below.)"""
+    out = tmp_path / "p"
+    stage_glob = "student_d0_w32/checkpoints/[0-9]*"
+    cmd = [sys.executable, "-m", "deepdistill.pipeline", "pipeline", "--preset", "smoke", "--out", str(out),
+           "--episodes", "32", "--no-progress"]
+    _kill_when(cmd, stage_glob, out)
+    status = json.loads((out / "pipeline.json").read_text())
+    assert "teacher" in status["stages"] and "evaluate" not in status["stages"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    status = json.loads((out / "pipeline.json").read_text())
+    assert "evaluate" in status["stages"]
+    for run in ("teacher", "student_d0_w32"):
+        key = "env_steps" if run == "teacher" else "sgd_steps"
+        steps = [json.loads(l)[key] for l in open(out / run / "metrics.jsonl")]
+        assert steps == sorted(set(steps))  # resumed: nothing duplicated, nothing lost
+
+
+def test_pipeline_redoes_an_interrupted_export(pipeline_out):
+    status = json.loads((pipeline_out / "pipeline.json").read_text())
+    del status["stages"]["export_d0_w32"], status["stages"]["evaluate"]
+    (pipeline_out / "pipeline.json").write_text(json.dumps(status))
+    (pipeline_out / "onnx_d0_w32" / "policy.onnx").write_bytes(b"truncated")
+    run_pipeline(PipelineConfig(preset="smoke", out=str(pipeline_out), episodes=32, progress=False))
+    from deepdistill.export.runtime import OnnxPolicy
+
+    student = load_policy_run(pipeline_out / "student_d0_w32", "student")
+    policy = OnnxPolicy(str(pipeline_out / "onnx_d0_w32" / "policy.onnx"))
+    s = np.random.default_rng(0).uniform(1, 4, (7, 2)).astype(np.float32)
+    g = np.random.default_rng(1).uniform(1, 4, (7, 2)).astype(np.float32)
+    np.testing.assert_allclose(policy.act(s, g), np.asarray(student.act(s, g)), atol=1e-5)
