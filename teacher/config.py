@@ -57,6 +57,8 @@ class TeacherConfig:
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    """Actor and critic learning rates: constant, or cosine decay to a tenth over --total-env-steps."""
     gamma: float = 0.99
     """Discount of the geometric future-goal sampling."""
 

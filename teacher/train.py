@@ -87,6 +87,14 @@ class Schedule:
         return cls(episode_length, U, E, iters, sgd, cap, prefill)
 
 
+def learning_rate(lr: float, schedule: str, total_steps: int):
+    """``constant``, or ``cosine`` decay from ``lr`` to ``lr / 10`` over the run's SGD steps (the
+    budget is known up front; the decay settles the policy for the final evaluations)."""
+    if schedule == "cosine":
+        return optax.cosine_decay_schedule(lr, total_steps, alpha=0.1)
+    return lr
+
+
 class Trainer:
     """Builds the compiled functions of one configuration on a device mesh."""
 
@@ -97,8 +105,9 @@ class Trainer:
         devices = list(devices if devices is not None else jax.devices())
         cfg.validate_for_env(env.spec.episode_length, len(devices))
         self.mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
-        self.actor_tx = optax.adam(cfg.actor_lr)
-        self.critic_tx = optax.adam(cfg.critic_lr)
+        total_sgd = max(1, cfg.total_env_steps // (self.sched.unroll_length * cfg.num_envs) * self.sched.sgd_per_iter)
+        self.actor_tx = optax.adam(learning_rate(cfg.actor_lr, cfg.lr_schedule, total_sgd))
+        self.critic_tx = optax.adam(learning_rate(cfg.critic_lr, cfg.lr_schedule, total_sgd))
         self.alpha_tx = optax.adam(cfg.alpha_lr)
         self.target_entropy = cfg.target_entropy_scale * env.spec.action_size
         self.trace_count = 0  # incremented each time the epoch function is traced

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from deepdistill.distill.cli import main as cli_main
 from deepdistill.distill.config import DistillConfig
 from deepdistill.distill.run import check_compatible, distill
 from deepdistill.student import load_student
@@ -84,14 +85,26 @@ def test_resume_finishes_the_run(teacher_run, tmp_path):
         (["--depth", "3"], "--depth=3 is not a multiple of 4"),
     ],
 )
-def test_bad_input_exits_2(teacher_run, tmp_path, args, needle):
+def test_bad_input_exits_2(teacher_run, tmp_path, args, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--teacher", str(teacher_run), "--out", str(tmp_path / "s"), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_teacher_path_that_is_not_a_teacher_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--teacher", str(tmp_path), "--out", str(tmp_path / "s")])
+    assert e.value.code == 2 and "not a deepdistill run" in capsys.readouterr().err
+
+
+def test_distill_cli_end_to_end(teacher_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "deepdistill.distill.cli", "--teacher", str(teacher_run),
-                        "--out", str(tmp_path / "s"), *args], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2, r.stderr
-    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
-
-
-def test_a_teacher_path_that_is_not_a_teacher_run(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "deepdistill.distill.cli", "--teacher", str(tmp_path),
-                        "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "not a deepdistill run" in r.stderr
+                        "--out", str(tmp_path / "s"), "--depth", "0", "--width", "16", "--steps", "150", "--eval-every", "150", "--num-envs", "16",
+                        "--batch-size", "64", "--num-eval-episodes", "16", "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("{")))
+    assert 0 <= result["student"]["success_rate"] <= 1 and result["teacher"]["params"] > result["student"]["params"]

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from deepdistill.teacher.cli import main
+
 CLI = [sys.executable, "-m", "deepdistill.teacher.cli"]
 
 
@@ -31,11 +33,13 @@ def test_help_lists_the_flags():
         (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
     ],
 )
-def test_bad_flags_exit_2_with_one_line(tmp_path, args, needle):
-    r = run("--out", str(tmp_path / "x"), *args)
-    assert r.returncode == 2, r.stderr
-    assert needle in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_bad_flags_exit_2_with_one_line(tmp_path, args, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "x"), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x" / "checkpoints").exists()
 
 

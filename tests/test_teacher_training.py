@@ -21,7 +21,7 @@ from deepdistill.teacher.train import Trainer
 TINY = dict(
     env="point_arena", depth=4, width=32, repr_dim=16, num_envs=32, unroll_length=25, batch_size=64,
     env_steps_per_sgd_step=16.0, replay_steps_per_env=400, min_replay_steps=50, eval_every=8_000,
-    num_eval_episodes=64, progress=False,
+    num_eval_episodes=64, progress=False, lr_schedule="constant",
 )
 
 
