@@ -1,0 +1,278 @@
+"""Run an exported policy with numpy and onnxruntime only: what a robot controller imports.
+
+::
+
+    from deepdistill.export.runtime import OnnxPolicy
+
+    policy = OnnxPolicy("runs/student/policy.onnx")      # or the directory holding it
+    action = policy.act(observation, goal)               # [S], [G] -> [A]   (one sample)
+    actions = policy.act(observations, goals)            # [B, S], [B, G] -> [B, A]
+
+``observation`` is the robot state, i.e. the first ``policy.observation_size`` entries of the task's
+observation (``policy.split(env_obs)`` cuts one). Inputs may be float32, float64 or integers (cast
+to float32); anything else, a wrong shape, or a NaN/inf raises :class:`PolicyInputError`. A missing
+or corrupted file, or an ONNX file without our metadata, raises :class:`PolicyFileError`. Both are
+``ValueError`` subclasses of :class:`PolicyError`.
+
+This module must not import JAX (a test runs it where JAX cannot be imported).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from deepdistill.export.metadata import MetadataError, decode, input_sizes
+
+__all__ = ["OnnxModel", "OnnxPolicy", "PolicyError", "PolicyFileError", "PolicyInputError", "default_providers"]
+
+
+class PolicyError(ValueError):
+    """Base class of the errors of this module."""
+
+
+class PolicyFileError(PolicyError):
+    """The model file is missing, unreadable, not ONNX, or not an export of ours."""
+
+
+class PolicyInputError(PolicyError):
+    """An input has the wrong type, shape, or holds NaN/inf."""
+
+
+def default_providers() -> list[str]:
+    """CUDA when this onnxruntime build offers it (onnxruntime-gpu), else the CPU."""
+    available = ort.get_available_providers()
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
+
+
+class OnnxModel:
+    """Any exported model (policy or encoder): metadata, validated inputs, batched or single calls.
+
+    Args:
+        path: the ``.onnx`` file, or a directory holding ``<model>.onnx``.
+        providers: onnxruntime execution providers (default: :func:`default_providers`).
+        threads: intra-op threads (1 keeps latency steady beside a control loop; raise it for
+            large batches).
+        check_finite: refuse NaN/inf inputs (costs about a microsecond per call).
+    """
+
+    model: Optional[str] = None  # the metadata "model" this class accepts (None: any)
+
+    def __init__(self, path: str | os.PathLike, *, providers: Optional[Sequence[str]] = None, threads: int = 1,
+                 check_finite: bool = True, model: Optional[str] = None):
+        model = model or self.model
+        path = Path(path)
+        if path.is_dir():
+            path = path / f"{model or 'policy'}.onnx"
+        if not path.is_file():
+            raise PolicyFileError(f"{path}: no such file; export a run first (`export-onnx --student runs/<student>`)")
+        if threads < 1:
+            raise ValueError(f"threads={threads} must be at least 1")
+        providers = list(providers or default_providers())
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise ValueError(f"execution providers {missing} are not in this onnxruntime build (it has {ort.get_available_providers()})")
+        self.path = path
+        self.check_finite = check_finite
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for every kind of bad file
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PolicyFileError(f"{path}: not a loadable ONNX model ({reason[:300]})") from None
+        try:
+            self.metadata: dict[str, Any] = decode(self.session.get_modelmeta().custom_metadata_map, str(path))
+        except MetadataError as e:
+            raise PolicyFileError(str(e)) from None
+        if model is not None and self.metadata["model"] != model:
+            raise PolicyFileError(f"{path}: holds a {self.metadata['model']} model, not a {model}")
+        try:
+            self.input_sizes = input_sizes(self.metadata)
+            self.output_name = str(self.metadata["outputs"][0]["name"])
+            self.output_size = int(self.metadata["outputs"][0]["shape"][-1])
+        except (KeyError, TypeError, IndexError, ValueError) as e:
+            raise PolicyFileError(f"{path}: metadata inputs/outputs are malformed ({type(e).__name__}: {e})") from None
+        self._check_graph()
+
+    # --- metadata shortcuts ------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        return self.metadata["task"]
+
+    @property
+    def observation_size(self) -> int:
+        return self.metadata["observation_size"]
+
+    @property
+    def goal_size(self) -> int:
+        return self.metadata["goal_size"]
+
+    @property
+    def action_size(self) -> int:
+        return self.metadata["action_size"]
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that runs the model (``CPUExecutionProvider``, ...)."""
+        return self.session.get_providers()[0]
+
+    def split(self, env_observation: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Cut a task observation ``[..., S + G]`` into ``(observation [..., S], goal [..., G])``."""
+        obs = np.asarray(env_observation)
+        s, g = self.observation_size, self.goal_size
+        if obs.ndim not in (1, 2) or obs.shape[-1] != s + g:
+            raise PolicyInputError(f"env observation has shape {obs.shape}; expected ({s + g},) or (B, {s + g}) = state {s} + goal {g}")
+        return obs[..., :s], obs[..., s:]
+
+    # --- running -----------------------------------------------------------------------------------
+    def run(self, **inputs: Any) -> np.ndarray:
+        """Run on named inputs, all ``[F]`` (one sample -> ``[out]``) or all ``[B, F]`` (-> ``[B, out]``)."""
+        feeds, single = self._prepare(inputs)
+        out = self.session.run([self.output_name], feeds)[0]
+        return out[0] if single else out
+
+    __call__ = run
+
+    def _prepare(self, inputs: dict[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
+        if set(inputs) != set(self.input_sizes):
+            raise PolicyInputError(f"{self.metadata['model']} takes inputs {sorted(self.input_sizes)}, got {sorted(inputs)}")
+        feeds, ndims, batches = {}, set(), set()
+        for name, size in self.input_sizes.items():
+            a = _as_float32(name, inputs[name])
+            if a.ndim not in (1, 2) or a.shape[-1] != size or (a.ndim == 2 and a.shape[0] < 1):
+                raise PolicyInputError(
+                    f"{name} has shape {a.shape}; expected ({size},) for one sample or (B, {size}) for a batch "
+                    f"({self._meaning(name)})"
+                )
+            if self.check_finite:
+                _check_finite(name, a)
+            ndims.add(a.ndim)
+            batches.add(a.shape[0] if a.ndim == 2 else 1)
+            feeds[name] = a if a.ndim == 2 else a[None]
+        if len(ndims) > 1:
+            raise PolicyInputError("mix of one sample and a batch: pass every input as [F], or every input as [B, F]")
+        if len(batches) > 1:
+            raise PolicyInputError(f"inputs have different batch sizes {sorted(batches)}")
+        return feeds, ndims == {1}
+
+    def _meaning(self, name: str) -> str:
+        for spec in self.metadata["inputs"]:
+            if spec["name"] == name:
+                return spec.get("description", name)
+        return name
+
+    def _check_graph(self) -> None:
+        """The graph's inputs and output must be the ones the metadata describes."""
+        where = str(self.path)
+        graph_inputs = {i.name: i for i in self.session.get_inputs()}
+        if set(graph_inputs) != set(self.input_sizes):
+            raise PolicyFileError(f"{where}: graph inputs {sorted(graph_inputs)} differ from the metadata's {sorted(self.input_sizes)}")
+        for name, size in self.input_sizes.items():
+            i = graph_inputs[name]
+            if i.type != "tensor(float)" or len(i.shape) != 2 or i.shape[1] != size:
+                raise PolicyFileError(f"{where}: graph input {name} is {i.type}{i.shape}, metadata says float32 [B, {size}]")
+        outputs = self.session.get_outputs()
+        if len(outputs) != 1 or outputs[0].name != self.output_name or outputs[0].shape[-1] != self.output_size:
+            raise PolicyFileError(f"{where}: graph outputs differ from the metadata's {self.output_name} [B, {self.output_size}]")
+
+
+class OnnxPolicy(OnnxModel):
+    """The exported policy: ``act(observation, goal) -> action`` inside the task's action range.
+
+    One-sample calls on the CPU reuse bound input/output buffers (onnxruntime IOBinding), which
+    halves the per-call overhead; they are serialised by a lock, so one instance may be shared by
+    threads. See :class:`OnnxModel` for the constructor's arguments.
+    """
+
+    model = "policy"
+
+    def __init__(self, path: str | os.PathLike, **kwargs: Any):
+        super().__init__(path, **kwargs)
+        self.action_low = float(self.metadata["action_low"])
+        self.action_high = float(self.metadata["action_high"])
+        want = {"observation": self.observation_size, "goal": self.goal_size}
+        if list(self.input_sizes.items()) != list(want.items()) or self.output_size != self.action_size:
+            raise PolicyFileError(
+                f"{self.path}: a policy takes observation [B, {self.observation_size}] and goal [B, {self.goal_size}] "
+                f"and returns [B, {self.action_size}]; this file has inputs {self.input_sizes} and output size {self.output_size}"
+            )
+        self._obs_name, self._goal_name = "observation", "goal"
+        self._lock = threading.Lock()
+        self._binding = None
+        if self.provider == "CPUExecutionProvider":
+            self._in_buf = np.zeros(self.observation_size + self.goal_size, np.float32)  # both inputs, contiguous
+            self._obs_buf = self._in_buf[: self.observation_size].reshape(1, -1)
+            self._goal_buf = self._in_buf[self.observation_size :].reshape(1, -1)
+            self._out_buf = np.zeros((1, self.action_size), np.float32)
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self._obs_name, self._obs_buf)
+            binding.bind_cpu_input(self._goal_name, self._goal_buf)
+            binding.bind_output(self.output_name, "cpu", 0, np.float32, list(self._out_buf.shape), self._out_buf.ctypes.data)
+            self._binding = binding
+            self._obs_shape, self._goal_shape = (self.observation_size,), (self.goal_size,)
+            try:  # the C++ session directly: the Python wrapper's checks cost ~1 us per call and are
+                # about GPU graph capture, which a CPU session never uses
+                self._run_bound = functools.partial(self.session._sess.run_with_iobinding, binding._iobinding, None)
+            except AttributeError:
+                self._run_bound = functools.partial(self.session.run_with_iobinding, binding)
+
+    def act(self, observation: Any, goal: Any) -> np.ndarray:
+        """``[S], [G] -> [A]`` or ``[B, S], [B, G] -> [B, A]`` (float32, in the action range)."""
+        if self._binding is not None:
+            if not (type(observation) is np.ndarray and observation.dtype == np.float32):
+                observation = _as_float32(self._obs_name, observation)
+            if not (type(goal) is np.ndarray and goal.dtype == np.float32):
+                goal = _as_float32(self._goal_name, goal)
+            if observation.shape == self._obs_shape and goal.shape == self._goal_shape:
+                return self._act_one(observation, goal)
+        feeds, single = self._prepare({self._obs_name: observation, self._goal_name: goal})
+        out = self.session.run([self.output_name], feeds)[0]
+        return out[0] if single else out
+
+    __call__ = act
+
+    def _act_one(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self._obs_buf[0] = obs
+            self._goal_buf[0] = goal
+            # One dot product over both inputs is non-finite if any entry is (or if it overflows,
+            # when the exact check below passes): the cheapest check there is for a few floats.
+            if self.check_finite and not math.isfinite(self._in_buf.dot(self._in_buf)):
+                _check_finite(self._obs_name, self._obs_buf[0])
+                _check_finite(self._goal_name, self._goal_buf[0])
+            self._run_bound()
+            return self._out_buf[0].copy()
+
+
+def _as_float32(name: str, x: Any) -> np.ndarray:
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise PolicyInputError(f"{name} is not an array of numbers ({e})") from None
+    if a.dtype == np.float32:
+        return a
+    if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
+        raise PolicyInputError(f"{name} has dtype {a.dtype}; pass float32 (float64 and integers are converted)")
+    with np.errstate(over="ignore"):
+        return a.astype(np.float32)
+
+
+def _check_finite(name: str, a: np.ndarray) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise PolicyInputError(
+            f"{name}{list(where)} is {a[where]} (of {int(bad.sum())} non-finite entries): the policy needs finite inputs"
+        )

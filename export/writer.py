@@ -1,0 +1,183 @@
+"""``export_run``: a teacher or student run -> checked, self-describing ``.onnx`` files.
+
+Order of work: refuse bad arguments and existing files (before any conversion), load the run,
+convert every model, check each against JAX, attach the metadata, write each file to a temporary
+name in ``--out``, reload it with the runtime (which validates metadata and graph), and only then
+rename them all into place. A failure at any point leaves ``--out`` as it was.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import onnx
+
+from deepdistill import __version__
+from deepdistill.export import graph, metadata
+from deepdistill.export.config import MODEL_FILES, ExportConfig
+from deepdistill.export.convert import ModelDef, model_defs, to_onnx_model
+from deepdistill.export.parity import check_parity, parity_inputs
+from deepdistill.teacher.checkpoint import Checkpointer, PolicyRun, check_run, load_policy_run
+
+MAX_FILE_BYTES = 2**31 - 1  # protobuf's limit for one file
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def export_run(cfg: ExportConfig) -> dict[str, Any]:
+    """Export the run of ``cfg`` (see :class:`ExportConfig`); returns a summary per written file."""
+    cfg.validate()
+    check_run(cfg.run_dir, cfg.kind, cfg.flag)  # a missing or wrong run is reported before anything else
+    out = cfg.out_dir
+    files = MODEL_FILES if cfg.encoders else MODEL_FILES[:1]
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a directory")
+    existing = [f for f in files if (out / f).exists()]
+    if existing and not cfg.overwrite:
+        raise ValueError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace, or choose another --out")
+    if cfg.step is not None:
+        ckpt = Checkpointer(cfg.run_dir, read_only=True)
+        try:
+            steps = ckpt.steps()
+        finally:
+            ckpt.close()
+        if cfg.step not in steps:
+            raise ValueError(f"--step {cfg.step}: {cfg.flag} {cfg.run_dir} has checkpoints at steps {steps or 'none'}")
+    t0 = time.perf_counter()
+    run = load_policy_run(cfg.run_dir, cfg.kind, cfg.flag, cfg.step)
+    _print(f"loaded the {run.kind} run {cfg.run_dir} (step {run.step}) in {time.perf_counter() - t0:.1f} s")
+    return export_policy(run, out, cfg)
+
+
+def export_policy(run: PolicyRun, out: Path, cfg: ExportConfig, log: Callable[[str], None] = _print) -> dict[str, Any]:
+    """Convert, check and write the models of a loaded run (``cfg`` supplies the options)."""
+    defs = model_defs(run.nets, run.params, run.spec, cfg.max_unrolled_depth, cfg.encoders)
+    inputs = parity_inputs(run.spec, cfg.parity_samples, cfg.parity_env_steps, cfg.seed)
+    base = run_metadata(run)
+    models, summary = [], {}
+    for d in defs:
+        t0 = time.perf_counter()
+        model = to_onnx_model(d, cfg.opset)
+        convert_s = time.perf_counter() - t0
+        figures = check_parity(d, model, inputs, cfg.tolerance)
+        parity_s = time.perf_counter() - t0 - convert_s
+        attach_metadata(model, {**base, **model_metadata(d, run), "parity": figures})
+        size = model.ByteSize()
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"{d.name}.onnx would be {size / 2**30:.1f} GiB, past the 2 GiB limit of one ONNX file")
+        models.append((d, model))
+        counts = graph.op_counts(model)
+        log(
+            f"{d.name}: {sum(counts.values())} nodes ({'blocks in one Loop' if d.looped else 'unrolled'}), "
+            f"{size / 1e6:.2f} MB, converted in {convert_s:.1f} s, parity {figures['max_err']:.2g} <= {cfg.tolerance:g} "
+            f"(checked in {parity_s:.1f} s)"
+        )
+        summary[d.name] = {
+            "file": str(out / f"{d.name}.onnx"),
+            "bytes": size,
+            "nodes": sum(counts.values()),
+            "ops": dict(sorted(counts.items())),
+            "blocks_as": "loop" if d.looped else "unrolled",
+            "convert_s": round(convert_s, 3),
+            "parity_s": round(parity_s, 3),
+            "parity_max_err": figures["max_err"],
+        }
+    t0 = time.perf_counter()
+    write_models(out, models)
+    log(f"wrote {len(models)} file(s) to {out} in {time.perf_counter() - t0:.1f} s")
+    return summary
+
+
+def run_metadata(run: PolicyRun) -> dict[str, Any]:
+    """The fields every model of ``run`` shares (see :mod:`deepdistill.export.metadata`)."""
+    spec = run.spec
+    teacher = run.info.get("teacher") if run.kind == "student" else None
+    return {
+        "schema_version": metadata.SCHEMA_VERSION,
+        "task": spec.name,
+        "env_spec": spec.to_dict(),
+        "observation_size": spec.state_size,
+        "goal_size": spec.goal_size,
+        "action_size": spec.action_size,
+        "goal_indices": list(spec.goal_indices),
+        "action_low": float(spec.action_low),
+        "action_high": float(spec.action_high),
+        "success_threshold": float(spec.success_threshold),
+        "input_normalization": "none: feed the raw robot state and goal, as the task produces them",
+        "provenance": {
+            "run_kind": run.kind,
+            "run": str(run.run_dir.resolve()),
+            "step": int(run.step),
+            "teacher": teacher,
+            "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "deepdistill_version": __version__,
+    }
+
+
+def model_metadata(d: ModelDef, run: PolicyRun) -> dict[str, Any]:
+    mlp = getattr(run.nets, d.network)
+    return {
+        "model": d.name,
+        "inputs": [p.to_dict() for p in d.inputs],
+        "outputs": [d.output.to_dict()],
+        "architecture": {
+            "network": d.network,
+            "depth": mlp.depth,
+            "width": mlp.width,
+            "num_params": mlp.num_params(),
+            "blocks_as": "loop" if d.looped else "unrolled",
+            "crl_networks": run.nets.to_dict(),
+        },
+    }
+
+
+def attach_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
+    """Replace ``model``'s ``deepdistill.*`` metadata with ``meta``; set producer and doc string."""
+    keep = [p for p in model.metadata_props if not p.key.startswith(metadata.PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    onnx.helper.set_model_props(model, metadata.encode(meta))
+    model.producer_name = "deepdistill"
+    model.producer_version = __version__
+    model.doc_string = (
+        f"deepdistill {meta['model']} of a {meta['provenance']['run_kind']} run on {meta['task']} "
+        f"(step {meta['provenance']['step']}); see metadata_props deepdistill.*"
+    )
+
+
+def write_models(out: Path, models: list[tuple[ModelDef, onnx.ModelProto]]) -> None:
+    """Write every model to a temporary file, reload it with the runtime, then rename all into place."""
+    from deepdistill.export.runtime import OnnxModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    mode = 0o666 & ~_umask()
+    temps: list[tuple[str, Path]] = []
+    try:
+        for d, model in models:
+            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{d.name}.", suffix=".onnx.tmp")
+            temps.append((d.name, Path(tmp)))
+            with os.fdopen(fd, "wb") as f:
+                f.write(model.SerializeToString())
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)  # mkstemp makes 0600 files; give the usual permissions
+            OnnxModel(tmp, model=d.name)  # metadata and graph readable by the controller-side loader
+        for name, tmp in temps:
+            os.replace(tmp, out / f"{name}.onnx")
+    finally:
+        for _, tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
