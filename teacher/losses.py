@@ -75,11 +75,14 @@ def critic_loss(
     kind: InfoNCE = "forward",
     logsumexp_penalty: float = 0.1,
 ) -> tuple[jax.Array, dict]:
-    """InfoNCE critic loss. ``state [B, S]``, ``action [B, A]``, ``future_goal [B, G]`` (hindsight)."""
+    """InfoNCE critic loss. ``state [B, S]``, ``action [B, A]``, ``future_goal [B, G]`` (hindsight).
+
+    ``metrics["psi"]`` holds the goal representations ``[B, R]`` so the actor loss of the same SGD step
+    can reuse them instead of running the goal encoder again."""
     phi = nets.phi(critic_params["sa_encoder"], state, action)
     psi = nets.psi(critic_params["goal_encoder"], future_goal)
     loss, metrics = infonce(pairwise_energy(phi, psi, energy), kind, logsumexp_penalty)
-    return loss, {"critic_loss": loss, **metrics}
+    return loss, {"critic_loss": loss, **metrics, "psi": psi}
 
 
 def actor_loss(
@@ -91,13 +94,17 @@ def actor_loss(
     alpha: jax.Array,
     key: jax.Array,
     energy: Energy = "l2",
+    psi: jax.Array | None = None,
 ) -> tuple[jax.Array, dict]:
     """``mean(alpha * log pi(a|s,g) - Q(s, a, g))`` with ``a ~ pi`` (reparameterised) and
-    ``Q = -||phi(s, a) - psi(g)||``. ``state [B, S]``, ``goal [B, G]``, ``alpha`` scalar."""
+    ``Q = -||phi(s, a) - psi(g)||``. ``state [B, S]``, ``goal [B, G]``, ``alpha`` scalar; ``psi [B, R]``
+    may be passed when already computed with the same critic parameters."""
     mean, log_std = nets.policy(actor_params, state, goal)
     action, log_prob = sample_tanh_gaussian(key, mean, log_std)
     phi = nets.phi(critic_params["sa_encoder"], state, action)
-    psi = nets.psi(critic_params["goal_encoder"], goal)
+    if psi is None:
+        psi = nets.psi(critic_params["goal_encoder"], goal)
+    psi = jax.lax.stop_gradient(psi)
     q = pair_energy(phi, psi, energy)
     loss = jnp.mean(alpha * log_prob - q)
     return loss, {"actor_loss": loss, "entropy": -jnp.mean(log_prob), "q": jnp.mean(q), "log_prob": log_prob}

@@ -187,20 +187,22 @@ class Trainer:
         k_batch, k_actor = jax.random.split(key)
         batch = rb.sample(ts.replay, k_batch, cfg.batch_size, self.spec.episode_length, cfg.gamma, self.spec.goal_indices)
 
-        # actor and alpha, then critic, on the same batch (the paper's order); no target networks.
+        # Actor and alpha, then critic, on the same batch (the paper's order; no target networks).
+        # Neither update sees the other's result, so the critic's gradient is taken first and its goal
+        # representations psi(g) are reused by the actor loss (one goal-encoder pass fewer per step).
+        (_, c_metrics), c_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+            ts.critic, self.nets, batch["state"], batch["action"], batch["future_goal"],
+            cfg.energy, cfg.infonce, cfg.logsumexp_penalty,
+        )
+        psi = c_metrics.pop("psi")
         alpha = jnp.exp(ts.log_alpha)
         (_, a_metrics), a_grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
-            ts.actor, ts.critic, self.nets, batch["state"], batch["future_goal"], alpha, k_actor, cfg.energy
+            ts.actor, ts.critic, self.nets, batch["state"], batch["future_goal"], alpha, k_actor, cfg.energy, psi
         )
         log_prob = a_metrics.pop("log_prob")
         al_grad = jax.grad(losses.alpha_loss)(ts.log_alpha, log_prob, self.target_entropy)
         a_upd, actor_opt = self.actor_tx.update(a_grads, ts.actor_opt, ts.actor)
         al_upd, alpha_opt = self.alpha_tx.update(al_grad, ts.alpha_opt, ts.log_alpha)
-
-        (_, c_metrics), c_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
-            ts.critic, self.nets, batch["state"], batch["action"], batch["future_goal"],
-            cfg.energy, cfg.infonce, cfg.logsumexp_penalty,
-        )
         c_upd, critic_opt = self.critic_tx.update(c_grads, ts.critic_opt, ts.critic)
         ts = ts.replace(
             actor=optax.apply_updates(ts.actor, a_upd),
