@@ -64,7 +64,7 @@ class DistillConfig:
     """Share of each batch drawn from the teacher's saved replay buffer (0 = not used)."""
 
     # --- schedule ----------------------------------------------------------------------------------------
-    steps: int = 6_000
+    steps: int = 4_000
     """SGD steps."""
     batch_size: int = 256
     lr: float = 1e-3
@@ -74,7 +74,7 @@ class DistillConfig:
     sgd_steps_per_unroll: int = 25
     """SGD steps between collections."""
     replay_steps_per_env: int = 1_000
-    eval_every: int = 1_500
+    eval_every: int = 1_000
     """SGD steps between evaluations and checkpoints."""
     num_eval_episodes: int = 256
     progress: bool = True

@@ -14,7 +14,10 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
-    """Train a deep contrastive-RL (CRL) teacher on a goal-conditioned task."""
+    """Train a deep contrastive-RL (CRL) teacher on a goal-conditioned task.
+
+    The defaults train a depth-16, width-128 teacher on point_maze in about four minutes on a 2-core
+    CPU (see BENCHMARKS.md); the paper's GPU settings are width 256, batch 256-512, 512 envs."""
 
     env: str = "point_maze"
     """Task name (see `deepdistill.teacher.envs.list_envs()`)."""
@@ -30,7 +33,7 @@ class TeacherConfig:
     # --- architecture -------------------------------------------------------------------------
     depth: int = 16
     """Dense layers inside residual blocks (multiple of 4), for actor and critic."""
-    width: int = 256
+    width: int = 128
     """Hidden width, for actor and critic."""
     actor_depth: Optional[int] = None
     """Override --depth for the actor."""
@@ -63,7 +66,7 @@ class TeacherConfig:
     """Discount of the geometric future-goal sampling."""
 
     # --- data and schedule ----------------------------------------------------------------------
-    total_env_steps: int = 6_000_000
+    total_env_steps: int = 720_000
     """Stop after this many environment steps."""
     max_wall_s: Optional[float] = None
     """Also stop after this many seconds of training (compile and eval included)."""
@@ -73,13 +76,13 @@ class TeacherConfig:
     """Steps per environment per collection; must divide the task's episode length."""
     env_steps_per_sgd_step: float = 64.0
     """Environment steps collected per SGD step (the data-to-update ratio)."""
-    batch_size: int = 256
+    batch_size: int = 128
     """Transitions per SGD step (also the number of InfoNCE negatives + 1)."""
     replay_steps_per_env: int = 2_000
     """Replay capacity in time steps per environment (rounded to whole episodes)."""
     min_replay_steps: int = 100
     """Time steps per environment collected with random actions before training."""
-    eval_every: int = 200_000
+    eval_every: int = 100_000
     """Environment steps between evaluations (and checkpoints): one compiled epoch."""
     num_eval_episodes: int = 256
     """Episodes per evaluation split (same goals at every evaluation)."""
