@@ -19,13 +19,20 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(hsic / norm) if norm > 0 else 0.0
 
 
-def action_agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """MSE and mean cosine similarity of two action batches ``[N, A]`` (zero actions: 1 if both are zero)."""
+def action_agreement(a: np.ndarray, b: np.ndarray, min_norm: float = 0.1) -> dict[str, float]:
+    """MSE and mean cosine similarity of two action batches ``[N, A]``.
+
+    The cosine is taken over the rows where both actions have a norm of at least ``min_norm``: near a
+    goal both policies command (almost) nothing and the direction of a tiny action is noise.
+    """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
-    tiny = na * nb < 1e-12  # (near-)zero actions: the direction is undefined; count equal ones as agreeing
-    cos = np.where(tiny, np.all(np.isclose(a, b, atol=1e-6), -1).astype(float), np.sum(a * b, -1) / np.where(tiny, 1, na * nb))
-    return {"mse": float(np.mean((a - b) ** 2)), "cosine": float(np.mean(cos))}
+    moving = (na >= min_norm) & (nb >= min_norm)
+    if moving.any():
+        cos = float(np.mean(np.sum(a * b, -1)[moving] / (na * nb)[moving]))
+    else:
+        cos = float(np.allclose(a, b, atol=1e-6))
+    return {"mse": float(np.mean((a - b) ** 2)), "cosine": cos}
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:

@@ -79,7 +79,9 @@ def trajectories(report: dict, trajs: dict[str, dict], out_dir: Path) -> str:
             st = trajs[name]["states"][:, e]
             gi = list(env.spec.goal_indices[:2])
             color = COLORS["teacher"] if name == "teacher" else cmap(i % 10)
-            ax.plot(st[:, gi[0]], st[:, gi[1]], color=color, lw=1.5, alpha=0.85, label=name if e == 0 else None)
+            # overlapping paths stay visible: the teacher widest, each later policy thinner and dashed
+            style = dict(lw=max(3.5 - 1.2 * i, 1.0), ls=("-", "--", ":", "-.")[i % 4], alpha=0.85)
+            ax.plot(st[:, gi[0]], st[:, gi[1]], color=color, label=name if e == 0 else None, **style)
             ax.scatter(st[0, gi[0]], st[0, gi[1]], color=color, marker="o", s=18, zorder=3)
         goal = trajs[names[0]]["goals"][e]
         ax.scatter(goal[0], goal[1], marker="*", s=180, color="gold", edgecolor="black", zorder=4,
