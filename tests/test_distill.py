@@ -108,3 +108,23 @@ def test_distill_cli_end_to_end(teacher_run, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("{")))
     assert 0 <= result["student"]["success_rate"] <= 1 and result["teacher"]["params"] > result["student"]["params"]
+
+
+def test_teacher_replay_buffer_as_extra_data(teacher_run, tmp_path):
+    from deepdistill.distill.run import load_teacher_replay
+    from deepdistill.distill.train import Distiller
+    from deepdistill.student.networks import make_student
+    from deepdistill.teacher.envs import make_env
+
+    teacher = load_teacher(teacher_run)
+    replay = load_teacher_replay(teacher)
+    assert int(replay.written) > 0
+    cfg = tiny(teacher_run, tmp_path / "s", teacher_buffer_fraction=0.5)
+    d = Distiller(cfg, make_env("point_arena", training=True), teacher.nets, make_student(teacher.nets, 0, 16),
+                  teacher_replay=replay)
+    ds = d.prefill(d.init(jax.random.PRNGKey(0)), teacher.params)
+    batch = d.sample_batch(ds, jax.random.PRNGKey(1))
+    stored = np.asarray(replay.states[: int(replay.written)].reshape(-1, 2))
+    half = cfg.batch_size // 2
+    from_teacher = [np.any(np.all(stored == s, axis=1)) for s in np.asarray(batch["state"])]
+    assert all(from_teacher[half:]) and not any(from_teacher[:half])
