@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from deepdistill.teacher.checkpoint import (
     MetricsLog,
     PolicyRun,
     RunError,
-    check_run,
     load_teacher,
     read_json,
+    resolve_run_config,
     write_json_atomic,
     write_run_info,
 )
@@ -28,29 +27,11 @@ from deepdistill.teacher.envs import make_env
 from deepdistill.teacher.rollout import make_evaluator
 from deepdistill.teacher.train import host_metrics
 
-RESUME_OVERRIDABLE = ("progress", "resume", "out", "max_to_keep")
+RESUME_OVERRIDABLE = ("progress", "max_to_keep")
 
 
 def resolve_config(cfg: DistillConfig) -> DistillConfig:
-    cfg.validate()
-    out = Path(cfg.out)
-    if not cfg.resume:
-        if (out / "run.json").exists() or (out / "checkpoints").exists():
-            raise RunError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
-        return cfg
-    check_run(out, "student", "--out")
-    saved = DistillConfig.from_dict(read_json(out / "config.json"))
-    default = DistillConfig()
-    merged = {}
-    for f in dataclasses.fields(DistillConfig):
-        given, was = getattr(cfg, f.name), getattr(saved, f.name)
-        if f.name in RESUME_OVERRIDABLE:
-            merged[f.name] = given
-        elif given != was and given != getattr(default, f.name):
-            raise ConfigError(f"--{f.name.replace('_', '-')} {given!r} differs from the run's saved value {was!r}; a resumed run keeps its recipe")
-        else:
-            merged[f.name] = was
-    return DistillConfig(**merged)
+    return resolve_run_config(cfg, "student", RESUME_OVERRIDABLE)
 
 
 def teacher_provenance(teacher: PolicyRun) -> dict:

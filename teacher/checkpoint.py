@@ -119,6 +119,35 @@ def check_run(run_dir: str | os.PathLike, kind: str, flag: str) -> Path:
     return run_dir
 
 
+def resolve_run_config(cfg: Any, kind: str, overridable: tuple[str, ...]) -> Any:
+    """Validate a stage config; a new run may not reuse an ``--out`` holding a run, and ``--resume``
+    merges the command line with the run's saved config: the fields in ``overridable`` follow the
+    command line where it sets them, the recipe stays as saved, and a conflicting flag is refused."""
+    from deepdistill.teacher.config import ConfigError
+
+    cfg.validate()
+    out = Path(cfg.out)
+    if not cfg.resume:
+        if (out / "run.json").exists() or (out / "checkpoints").exists():
+            raise RunError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+        return cfg
+    check_run(out, kind, "--out")
+    cls = type(cfg)
+    saved, default, merged = cls.from_dict(read_json(out / "config.json")), cls(), {}
+    for f in dataclasses.fields(cls):
+        given, was, dflt = getattr(cfg, f.name), getattr(saved, f.name), getattr(default, f.name)
+        if f.name in ("resume", "out") or (f.name in overridable and given != dflt):
+            merged[f.name] = given
+        elif f.name not in overridable and given not in (was, dflt):
+            raise ConfigError(
+                f"--{f.name.replace('_', '-')} {given!r} differs from the run's saved value {was!r}; a resumed run "
+                f"keeps its recipe (only {', '.join('--' + n.replace('_', '-') for n in overridable)} may change)"
+            )
+        else:
+            merged[f.name] = was
+    return cls(**merged)
+
+
 def _cmd(kind: str) -> str:
     return {"teacher": "train-teacher", "student": "distill"}.get(kind, kind)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Optional
@@ -15,8 +14,8 @@ from deepdistill.teacher.checkpoint import (
     Checkpointer,
     MetricsLog,
     RunError,
-    check_run,
     read_json,
+    resolve_run_config,
     write_json_atomic,
     write_run_info,
 )
@@ -26,33 +25,12 @@ from deepdistill.teacher.rollout import make_evaluator
 from deepdistill.teacher.train import Trainer, TrainState, host_metrics
 
 # Flags that may differ from the saved config when resuming (budgets and logging, not the recipe).
-RESUME_OVERRIDABLE = ("total_env_steps", "max_wall_s", "progress", "tensorboard", "resume", "out", "max_to_keep")
+RESUME_OVERRIDABLE = ("total_env_steps", "max_wall_s", "progress", "tensorboard", "max_to_keep")
 
 
 def resolve_config(cfg: TeacherConfig) -> TeacherConfig:
     """Validate ``cfg``; on ``--resume`` merge it with the run's saved config."""
-    cfg.validate()
-    out = Path(cfg.out)
-    if not cfg.resume:
-        if (out / "run.json").exists() or (out / "checkpoints").exists():
-            raise RunError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
-        return cfg
-    check_run(out, "teacher", "--out")
-    saved = TeacherConfig.from_dict(read_json(out / "config.json"))
-    default = TeacherConfig()
-    merged = {}
-    for f in dataclasses.fields(TeacherConfig):
-        given, was = getattr(cfg, f.name), getattr(saved, f.name)
-        if f.name in RESUME_OVERRIDABLE:
-            merged[f.name] = given if given != getattr(default, f.name) or f.name in ("resume", "out") else was
-        elif given != was and given != getattr(default, f.name):
-            raise ConfigError(
-                f"--{f.name.replace('_', '-')} {given!r} differs from the run's saved value {was!r}; "
-                f"a resumed run keeps its recipe (only {', '.join('--' + n.replace('_', '-') for n in RESUME_OVERRIDABLE[:4])} may change)"
-            )
-        else:
-            merged[f.name] = was
-    return TeacherConfig(**merged)
+    return resolve_run_config(cfg, "teacher", RESUME_OVERRIDABLE)
 
 
 def _saved_state(ts: TrainState, cfg: TeacherConfig):

@@ -10,7 +10,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from deepdistill.teacher.checkpoint import load_teacher
 from deepdistill.teacher.config import TeacherConfig
