@@ -20,9 +20,10 @@ For each depth (actor and both encoders at that depth, width ``--width``, batch 
 
   - critic loss: phi forward + backward (3 F_phi), psi forward + backward (3 F_psi);
   - actor loss: actor forward + backward (3 F_actor), phi forward + activation backward
-    (2 F_phi: the action is differentiated, phi's weights are not), psi forward (F_psi).
+    (2 F_phi: the action is differentiated, phi's weights are not); it reuses the critic loss's
+    psi(g) (``Trainer._sgd_step``), so no psi pass of its own.
 
-  i.e. ``B * (3 F_actor + 5 F_phi + 4 F_psi)``. LayerNorm, swish, InfoNCE, Adam and the replay
+  i.e. ``B * (3 F_actor + 5 F_phi + 3 F_psi)``. LayerNorm, swish, InfoNCE, Adam and the replay
   sampling are not counted (O(width), not O(width^2), per sample and layer), nor is any
   recomputation (LayerNorm/swish in the backward pass; the whole block with ``--remat``). The count
   is cross-checked against XLA's ``compile().cost_analysis()["flops"]`` of one SGD step at depth 4,
@@ -72,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-steps", type=int, default=2, help="SGD steps per timed scan (lower bound)")
     p.add_argument("--call-gflop", type=float, default=1000.0, help="cut the steps per timed scan to stay under this many GFLOP")
     p.add_argument("--repeats", type=int, default=6, help="timing rounds (each depth timed once per round; the best is kept)")
-    p.add_argument("--timing-budget-s", type=float, default=240.0,
+    p.add_argument("--timing-budget-s", type=float, default=150.0,
                    help="start no new timing round after this many seconds (at least 2 rounds)")
     p.add_argument("--compile-repeats", type=int, default=1, help="epoch compilations per depth (the best is kept)")
     p.add_argument("--num-envs", type=int, default=256, help="environments of the compiled epoch")
@@ -151,7 +152,7 @@ class Peak:
 def update_flops(nets, batch: int) -> int:
     """Model FLOPs of one SGD step (see the module docstring)."""
     fa, fp, fg = nets.actor.flops_per_sample(), nets.sa_encoder.flops_per_sample(), nets.goal_encoder.flops_per_sample()
-    return batch * (3 * fa + 5 * fp + 4 * fg)
+    return batch * (3 * fa + 5 * fp + 3 * fg)
 
 
 def make_trainer(args, depth: int):
@@ -230,12 +231,16 @@ class SgdBench:
         self.keys = jax.random.split(jax.random.PRNGKey(1), self.n)
         self.fresh = jax.jit(lambda ts: jax.tree.map(jnp.copy, ts))
 
-        def steps(ts, keys):
-            ts, metrics = jax.lax.scan(trainer._sgd_step, ts, keys)
-            return ts, jax.tree.map(jnp.mean, metrics)
+        def make_steps():  # a new function per variant: jit's trace cache must not hand back the other one
+            def steps(ts, keys):
+                ts, metrics = jax.lax.scan(trainer._sgd_step, ts, keys)
+                return ts, jax.tree.map(jnp.mean, metrics)
+
+            return steps
 
         self.compiled, self.info, self.best = {}, {}, {}
         for v in variants:
+            steps = make_steps()
             t = time.perf_counter()
             with blocks_keep_everything(v == "before"):
                 c = jax.jit(steps, donate_argnums=0).lower(self.state, self.keys).compile()
@@ -323,7 +328,8 @@ def render(args, rows: list[dict], peak, check, meta: dict) -> str:
                          f"| {b['temp_mib']:.0f} | {r['temp_mib']:.0f} | {b['gflops_cpu']:.0f} | {r['gflops_cpu']:.0f} |")
     lines.append("")
     lines.append("FLOPs counted per sample: critic loss phi and psi forward + backward (3F each), actor loss actor forward + "
-                 "backward (3F), phi forward + activation backward (2F), psi forward (F); i.e. 3F_actor + 5F_phi + 4F_psi, "
+                 "backward (3F), phi forward + activation backward (2F), psi(g) reused from the critic loss; i.e. "
+                 "3F_actor + 5F_phi + 3F_psi, "
                  "Dense layers only (F = 2 x in x out per layer); recomputation is not counted. SGD temp: XLA's "
                  "temporary buffers of the compiled SGD scan (`memory_analysis().temp_size_in_bytes`).")
     if check:
