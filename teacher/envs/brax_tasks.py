@@ -12,13 +12,14 @@ Tasks (registered at the bottom of this module):
   wall boxes added to its MJCF from a layout grid (:mod:`deepdistill.teacher.envs.mazes`, cell size
   4). Goals are drawn uniformly over the layout's goal cells, then jittered uniformly within
   +-``goal_jitter`` (default a quarter cell) of the cell centre; the ``far`` evaluation split keeps
-  only the far goal cells. Differences from the reference: wall boxes are merged into few
-  rectangles (same walls, fewer collision pairs) and the torso sphere collides with the walls as
-  well as the feet (in the reference only the feet do, so the torso could straddle a wall).
+  only the far goal cells. Differences from the reference: the torso sphere collides with the
+  walls as well as the feet (in the reference only the feet do, so the torso could straddle a
+  wall), and a broad phase skips the walls out of reach (the mazes step as fast as the open ant).
 - ``humanoid``: brax's humanoid; the goal is at a distance drawn from U(1, 5) in a uniform
   direction, at torso height 1.25 (standing); goal = torso (x, y, z). ``humanoid_u_maze``,
-  ``humanoid_big_maze``: the same in a maze of cell size 2 (torso, waist and feet collide with the
-  walls, which are 2 m high: the reference's 1 m is lower than the torso, which could topple over).
+  ``humanoid_big_maze``: the same in a maze of cell size 2. The feet and two massless spheres on the
+  torso and pelvis collide with the walls, which are 2 m high (the reference's 1 m is lower than
+  the torso, which could topple over).
   State 246 = qpos (24) + qvel (23) + per-body centre-of-mass inertia (11 x 10) and velocity
   (11 x 6) + actuator joint forces (23). The paper's 268 also counts a target body that
   the reference puts into the physics (2 slide joints and one more body): its entries repeat the
@@ -72,7 +73,7 @@ from mujoco import mjx
 
 from deepdistill.teacher.envs import register
 from deepdistill.teacher.envs.base import EnvSpec, GoalEnv
-from deepdistill.teacher.envs.mazes import LAYOUTS, Maze, parse, wall_geoms_xml
+from deepdistill.teacher.envs.mazes import LAYOUTS, Maze, max_geom_pairs, parse, touchable_wall_cells, wall_geoms_xml
 
 ASSETS = Path(__file__).parent / "assets"
 BRAX_ASSETS = Path(mjcf.__file__).parent.parent / "envs" / "assets"
@@ -169,22 +170,52 @@ def _load(xml: str, backend: str, *, spring_timestep: float, mjx_solver: tuple[i
     return sys
 
 
-def _with_maze(xml_path: Path, maze: Optional[Maze], body_geoms: tuple[str, ...], wall_height: Optional[float] = None) -> str:
+def _with_maze(
+    xml_path: Path,
+    maze: Optional[Maze],
+    body_geoms: tuple[str, ...] = (),
+    wall_spheres: tuple[tuple[str, str, float], ...] = (),
+    wall_height: Optional[float] = None,
+) -> str:
     """The robot's MJCF with the maze's walls added; ``body_geoms`` also collide with the walls.
 
     Walls get contype 1 (they touch the feet, whose contype is 1) and conaffinity 3; the listed body
-    geoms get contype 2, which only the walls accept, so no other contact pair is added."""
+    geoms get contype 2, which only the walls accept, so no other contact pair is added.
+    ``wall_spheres`` ``(body, pos, radius)`` adds massless invisible spheres that collide only with
+    the walls (sphere-box contacts cost MJX far less than capsule-box ones). A broad phase (MJX's
+    ``max_geom_pairs``, sized so that no contact can be missed) skips far walls."""
     tree = ET.parse(xml_path)
-    if maze is not None:
-        world = tree.find(".//worldbody")
-        for attrs in wall_geoms_xml(maze, contype=1, conaffinity=3, height=wall_height):
-            ET.SubElement(world, "geom", attrs)
-        for name in body_geoms:
-            geom = tree.find(f".//geom[@name='{name}']")
-            if geom is None:
-                raise ValueError(f"{xml_path.name} has no geom {name!r}")
-            geom.set("contype", "2")
+    if maze is None:
+        return ET.tostring(tree.getroot(), encoding="unicode")
+    world = tree.find(".//worldbody")
+    for attrs in wall_geoms_xml(maze, contype=1, conaffinity=3, height=wall_height):
+        ET.SubElement(world, "geom", attrs)
+    for name in body_geoms:
+        geom = tree.find(f".//geom[@name='{name}']")
+        if geom is None:
+            raise ValueError(f"{xml_path.name} has no geom {name!r}")
+        geom.set("contype", "2")
+    for body, pos, radius in wall_spheres:
+        node = tree.find(f".//body[@name='{body}']")
+        if node is None:
+            raise ValueError(f"{xml_path.name} has no body {body!r}")
+        ET.SubElement(node, "geom", {
+            "name": f"{body}_wall_collider", "type": "sphere", "pos": pos, "size": str(radius), "mass": "0",
+            "contype": "2", "conaffinity": "0", "rgba": "0 0 0 0",
+        })
+    mj = mujoco.MjModel.from_xml_string(ET.tostring(tree.getroot(), encoding="unicode"))
+    wall_id = mujoco.mj_name2id(mj, mujoco.mjtObj.mjOBJ_GEOM, "wall_" + "_".join(map(str, touchable_wall_cells(maze.walls)[0])))
+    touching = [g for g in range(mj.ngeom) if mj.geom_bodyid[g] != 0 and _may_collide(mj, g, wall_id)]
+    pairs = max_geom_pairs(maze, mj.geom_rbound[touching], wall_height)
+    # First among the numerics: MJX reads ``numeric_data[id]``, not ``numeric_data[numeric_adr[id]]``
+    # (mujoco-mjx 3.17), which is the same value only for the first one.
+    tree.find(".//custom").insert(0, ET.Element("numeric", {"name": "max_geom_pairs", "data": str(pairs)}))
     return ET.tostring(tree.getroot(), encoding="unicode")
+
+
+def _may_collide(mj: mujoco.MjModel, g1: int, g2: int) -> bool:
+    """MuJoCo's contype/conaffinity filter between two geoms."""
+    return bool((mj.geom_contype[g1] & mj.geom_conaffinity[g2]) or (mj.geom_contype[g2] & mj.geom_conaffinity[g1]))
 
 
 # --- the shared base ------------------------------------------------------------------------------
@@ -323,7 +354,8 @@ class HumanoidGoal(_Locomotion):
     ):
         # Walls 2 m high: the reference's (half a cell, 1 m) are lower than the torso (1.4 m), which
         # can then topple over them.
-        xml = _with_maze(BRAX_ASSETS / "humanoid.xml", maze, body_geoms=("torso1", "uwaist", "butt"), wall_height=2.0)
+        xml = _with_maze(BRAX_ASSETS / "humanoid.xml", maze, wall_height=2.0,
+                         wall_spheres=(("torso", "0 0 0", 0.12), ("pelvis", "-0.02 0 0", 0.13)))
         sys = _load(xml, backend, spring_timestep=0.0015)
         if backend in ("spring", "positional"):  # brax's humanoid motor strengths for these pipelines
             gear = jnp.array([350.0] * 11 + [100.0] * 6)
@@ -389,7 +421,7 @@ class ReacherGoal(BraxGoalEnv):
 
     TIP = np.array([0.11, 0.0, 0.0], np.float32)  # fingertip offset in the second link's frame
 
-    def __init__(self, name: str = "reacher", backend: str = "generalized", episode_length: int = EPISODE_LENGTH,
+    def __init__(self, name: str = "reacher", backend: str = "mjx", episode_length: int = EPISODE_LENGTH,
                  success_threshold: float = 0.05):
         sys = _load((BRAX_ASSETS / "reacher.xml").read_text(), backend, spring_timestep=0.005)
         if backend in ("spring", "positional"):  # brax's reacher motor strengths for these pipelines
@@ -427,7 +459,7 @@ class ReacherGoal(BraxGoalEnv):
 class PusherGoal(BraxGoalEnv):
     """Brax's 7-DoF pusher; goal = object position, drawn over the reference's "easy" region."""
 
-    def __init__(self, name: str = "pusher", backend: str = "generalized", episode_length: int = EPISODE_LENGTH,
+    def __init__(self, name: str = "pusher", backend: str = "spring", episode_length: int = EPISODE_LENGTH,
                  success_threshold: float = 0.1):
         xml = (BRAX_ASSETS / "pusher.xml").read_text()
         sys = _load(xml, backend, spring_timestep=0.001)
@@ -586,8 +618,8 @@ BACKEND = {
     "arm_push_easy": "mjx",
     "arm_push_hard": "mjx",
     "arm_binpick_hard": "mjx",
-    "reacher": "generalized",
-    "pusher": "generalized",
+    "reacher": "mjx",
+    "pusher": "spring",
 }
 
 def _ant(name: str, layout: Optional[str] = None) -> Callable[..., GoalEnv]:
