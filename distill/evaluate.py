@@ -1,7 +1,8 @@
 """Compare a teacher with its students (JAX and ONNX) on the same goals and seeds.
 
 ``compare`` returns the report as a dict; ``write_report`` writes ``report.json``, ``report.md`` and
-PNG plots (success against parameters and latency, trajectories toward the same goals).
+PNG plots (success against parameters and latency, trajectories toward the same goals), and for the
+Brax tasks one page of brax's HTML viewer per policy (the same episode: same start, same goal).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepdistill.distill import viewer as V
 from deepdistill.distill.metrics import action_agreement, linear_cka, pearson
 from deepdistill.teacher.checkpoint import PolicyRun, RunError, write_json_atomic
 from deepdistill.teacher.envs import GoalEnv, make_env
@@ -42,6 +44,8 @@ class EvaluateConfig:
     """Timed single-sample calls per policy."""
     plots: bool = True
     """Draw the PNG plots."""
+    viewer: bool = True
+    """Brax tasks: also write one page of brax's HTML viewer per policy (one episode, the same goal for all)."""
 
     def validate(self) -> None:
         if self.episodes <= 0:
@@ -130,15 +134,19 @@ def compare(
     seed: int = 12345,
     latency_samples: int = 300,
     env: Optional[GoalEnv] = None,
+    viewer: bool = True,
 ) -> dict:
     """Evaluate every policy on identical episodes; returns the report (see ``write_report``).
 
     ``onnx_policies``: ``(name, policy)`` pairs, ``policy.act(state [B, S], goal [B, G]) -> [B, A]``.
+    ``viewer``: on a Brax task, also replay the first trajectory episode of every policy for brax's
+    HTML viewer (``report["viewer"]`` lists the pages).
     """
     env = env or make_env(teacher.spec.name, episode_length=teacher.config.get("episode_length"))
     policy = lambda p, s, g, nets: nets.deterministic_action(p, s, g)  # noqa: E731
     entries: list[dict] = []
     trajectories: dict[str, dict] = {}
+    host_policies: list[tuple[str, Callable]] = []  # (name, act(state [1, S], goal [1, G])) for the viewer
     split = "hard" if "hard" in env.spec.eval_splits else env.spec.eval_splits[-1]
     split_index = env.spec.eval_splits.index(split)
     for i, run in enumerate([teacher, *students]):
@@ -150,6 +158,7 @@ def compare(
         traj = jax.jit(lambda p, k, fn=fn: rollout(env, fn, p, k, min(episodes, 8), split))(
             run.params["actor"], split_key(seed, split_index))
         trajectories[name] = {"states": np.asarray(traj["states"]), "goals": np.asarray(traj["goals"])}
+        host_policies.append((name, host_act(run)))
     for name, pol in onnx_policies:
         ev = make_host_evaluator(env, episodes, seed)(pol.act)
         s1 = np.zeros((1, env.spec.state_size), np.float32)
@@ -167,6 +176,7 @@ def compare(
         entries.append(entry)
         traj = host_rollout(env, pol.act, split_key(seed, split_index), min(episodes, 8), split)
         trajectories[name] = {"states": traj["states"], "goals": traj["goals"]}
+        host_policies.append((name, pol.act))
 
     # agreement on the states the teacher visits (random split) toward its goals
     res = jax.jit(lambda p: rollout(env, lambda p, s, g: policy(p, s, g, teacher.nets), p,
@@ -192,7 +202,17 @@ def compare(
         "machine": _machine(),
     }
     report["_trajectories"] = trajectories  # dropped from report.json; used for the plot
+    if viewer and V.is_brax_task(env):
+        # the first episode of the trajectory plot, replayed by every policy
+        report["viewer"], report["_viewer"] = V.pages(
+            env, host_policies, split_key(seed, split_index), min(episodes, 8), split)
     return report
+
+
+def host_act(run: PolicyRun) -> Callable:
+    """``act(state [B, S], goal [B, G]) -> [B, A]``: the run's jitted deterministic action, called from the host."""
+    f = jax.jit(lambda p, s, g, nets=run.nets: nets.deterministic_action(p, s, g))
+    return lambda s, g: f(run.params["actor"], s, g)
 
 
 def _machine() -> dict:
@@ -250,14 +270,19 @@ def markdown(report: dict, plots: Sequence[str]) -> str:
     for o in report["onnx_all"]:
         out.append(f"- {o['name']}: {t['latency_us_p50'] / o['latency_us_p50']:.1f}x faster per action than the JAX teacher.")
     out += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    if report.get("viewer"):
+        out += [""] + V.markdown(report["viewer"])
     return "\n".join(out) + "\n"
 
 
 def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict:
-    """Write ``report.json``, ``report.md`` and the plots; returns the paths written."""
+    """Write ``report.json``, ``report.md``, the plots and the viewer pages; returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     trajectories = report.pop("_trajectories", {})
+    pages = report.pop("_viewer", {})
+    for fname, html in pages.items():
+        (out_dir / fname).write_text(html)
     written = []
     if plots:
         from deepdistill.distill import plots as P
@@ -266,7 +291,8 @@ def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict:
         written.append(P.trajectories(report, trajectories, out_dir))
     write_json_atomic(out_dir / "report.json", report)
     (out_dir / "report.md").write_text(markdown(report, written))
-    return {"json": str(out_dir / "report.json"), "md": str(out_dir / "report.md"), "plots": written}
+    return {"json": str(out_dir / "report.json"), "md": str(out_dir / "report.md"), "plots": written,
+            "viewer": [str(out_dir / f) for f in pages]}
 
 
 def check_onnx_dir(path: str) -> Path:

@@ -27,7 +27,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         if policy.metadata.get("task") not in (None, teacher.spec.name):
             raise ValueError(f"--onnx {d}: exported for task {policy.metadata.get('task')!r}, the teacher acts in {teacher.spec.name!r}")
         onnx.append((f"onnx:{Path(d).name}", policy))
-    report = compare(teacher, students, onnx, cfg.episodes, cfg.seed, cfg.latency_samples)
+    report = compare(teacher, students, onnx, cfg.episodes, cfg.seed, cfg.latency_samples, viewer=cfg.viewer)
     paths = write_report(report, cfg.out, cfg.plots)
     report["paths"] = paths
     return report

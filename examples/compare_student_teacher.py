@@ -23,7 +23,7 @@ def main() -> None:
     for s in students:
         check_compatible(teacher, s)  # same task, same observation layout
 
-    report = compare(teacher, students, episodes=args.episodes)
+    report = compare(teacher, students, episodes=args.episodes, viewer=False)  # no report folder: no viewer pages
     print(table(report))
     for name, a in report["agreement"].items():
         print(f"{name}: action MSE {a['action_mse']:.4f}, CKA phi {a['cka_phi']:.3f}, "

@@ -36,6 +36,7 @@ def test_pipeline_writes_every_stage_and_the_report(pipeline_out):
         assert (pipeline_out / "report" / png).stat().st_size > 10_000
     md = (pipeline_out / "report" / "report.md").read_text()
     assert "| teacher |" in md and "onnx:onnx_d0_w32" in md
+    assert "viewer" not in report and not list((pipeline_out / "report").glob("*.html"))  # brax tasks only
 
 
 def test_a_policy_compared_with_itself_agrees_perfectly(pipeline_out):
