@@ -5,6 +5,8 @@ Compiling MJX physics takes seconds per function on the CPU, so each task compil
 cheap optimisation level: these tests run few steps, so compile time dominates.
 """
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -141,6 +143,22 @@ def test_registry_lists_every_brax_task_with_its_backend():
     assert env.spec.episode_length == 1000 and env.spec.backend == BACKEND["ant"]
     assert make_env("arm_push_easy", episode_length=50).spec.episode_length == 50
     assert make_env("ant_u4_maze").spec.eval_splits == ("random", "far")
+
+
+def test_commands_stay_free_of_mujocos_warp_notice():
+    """Importing the Brax tasks prints nothing (mujoco's MJX says "Failed to import warp" without
+    NVIDIA Warp); the filter drops only that notice."""
+    code = "from deepdistill.teacher.envs import make_env; make_env('ant'); print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "ok\n"
+    assert "brax system" not in out.stderr.lower()
+    from deepdistill.teacher.envs.base import _without_warp_notice
+
+    with contextlib.redirect_stdout(io.StringIO()) as buf:
+        with _without_warp_notice():
+            print("Failed to import warp: No module named 'warp'")
+            print("kept")
+    assert buf.getvalue() == "kept\n"
 
 
 @pytest.mark.parametrize("name", TASKS)

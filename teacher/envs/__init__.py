@@ -46,10 +46,7 @@ def _load_optional() -> None:
     if _optional_loaded:
         return
     _optional_loaded = True
-    try:
-        from deepdistill.teacher.envs import brax_tasks  # noqa: F401  (registers on import)
-    except ImportError:  # the module is optional until the Brax tasks land
-        pass
+    from deepdistill.teacher.envs import brax_tasks  # noqa: F401  (registers on import)
 
 
 register(

@@ -9,13 +9,32 @@ together, which the replay buffer relies on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
+import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from brax.envs.base import Env, State
+
+
+@contextlib.contextmanager
+def _without_warp_notice():
+    """mujoco's MJX prints "Failed to import warp: ..." when importing without NVIDIA Warp (an
+    optional backend we don't use); keep those lines off the user's terminal, pass any others."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    finally:
+        sys.stdout.write("".join(line for line in buf.getvalue().splitlines(keepends=True)
+                                 if not line.startswith(("Failed to import warp", "Failed to import mujoco_warp"))))
+
+
+with _without_warp_notice():
+    from brax.envs.base import Env, State  # imports mujoco.mjx
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -74,6 +75,10 @@ from mujoco import mjx
 from deepdistill.teacher.envs import register
 from deepdistill.teacher.envs.base import EnvSpec, GoalEnv
 from deepdistill.teacher.envs.mazes import LAYOUTS, Maze, max_geom_pairs, parse, touchable_wall_cells, wall_geoms_xml
+
+# brax's mjcf loader warns on every load that its own pipelines are not maintained; we choose the
+# pipeline per task by measurement (MJX for most), so the notice only adds noise to every command.
+warnings.filterwarnings("ignore", message="Brax System, piplines and environments are not actively being maintained")
 
 ASSETS = Path(__file__).parent / "assets"
 BRAX_ASSETS = Path(mjcf.__file__).parent.parent / "envs" / "assets"
