@@ -18,15 +18,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import re
-import subprocess
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-
+from _report import cpu_model, write_section
 from deepdistill.teacher.envs import list_envs, make_env
 from deepdistill.teacher.envs.brax_tasks import BACKEND, BACKENDS, make_task
 
@@ -68,24 +65,7 @@ def measure(env, num_envs: int, steps: int, repeats: int, seed: int = 0) -> dict
 
 
 def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = re.search(r"Model name:\s*(.+)", out).group(1).strip()
-    except Exception:  # noqa: BLE001  (lscpu missing: fall back to Python's view)
-        model = platform.processor() or platform.machine()
-    return f"{model}, {len(os.sched_getaffinity(0))} CPUs (nproc), jax {jax.__version__} on {jax.default_backend()}"
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the section headed ``SECTION`` in ``path``."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[nxt + 1 :] if nxt >= 0 else "")
-    path.write_text(new.rstrip("\n") + "\n")
+    return f"{cpu_model()}, {len(os.sched_getaffinity(0))} CPUs (nproc), jax {jax.__version__} on {jax.default_backend()}"
 
 
 def main() -> None:
@@ -125,8 +105,6 @@ def main() -> None:
                   f"compile {r['compile_s']:6.1f} s  finite {r['finite']}", flush=True)
 
     lines = [
-        SECTION,
-        "",
         f"Command: `python benchmarks/env_throughput.py{' --compare-backends' if args.compare_backends else ''}"
         f"{' --tasks ' + ' '.join(args.tasks) if args.tasks else ''}` "
         f"({args.num_envs:,} envs, jitted scan of {args.steps} steps, random actions, best of {args.repeats}, compile excluded).",
@@ -148,9 +126,9 @@ def main() -> None:
     if args.note:
         lines += ["", args.note]
     text = "\n".join(lines) + "\n"
-    print("\n" + text)
+    print(f"\n{SECTION}\n\n{text}")
     if not args.no_write:
-        write_section(Path(args.output), text)
+        write_section(Path(args.output), SECTION, text)
         print(f"wrote {args.output}")
 
 

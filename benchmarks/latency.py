@@ -29,14 +29,13 @@ import argparse
 import datetime
 import os
 import platform
-import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _report import cpu_model, load_average, write_section
 
 SECTION = "## Inference latency"
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,24 +54,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="the markdown file to update")
     return p.parse_args(argv)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        m = re.search(r"^Model name:\s*(.+)$", out, re.M)
-        if m:
-            return m.group(1).strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def time_calls(fn, calls: int, seconds: float, warmup: int = 50) -> np.ndarray:
@@ -178,23 +159,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) our section; the rest of the file is re-read just before writing."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{SECTION}\n\n{body}"
-    start = text.find(SECTION + "\n")
-    if start < 0 and text.endswith(SECTION):
-        start = len(text) - len(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + block
-    else:
-        nxt = re.search(r"^## ", text[start + len(SECTION):], re.M)
-        end = start + len(SECTION) + nxt.start() if nxt else len(text)
-        rest = text[end:]
-        text = text[:start] + block + ("\n" + rest if rest else "")
-    path.write_text(text)
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.quick:
@@ -202,7 +166,6 @@ def main(argv=None) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
     import onnxruntime
-
     from deepdistill.teacher.envs import make_env
     from deepdistill.teacher.networks import CRLNetworks
 
@@ -279,7 +242,7 @@ def main(argv=None) -> None:
     ])
     print(body)
     if not args.no_write:
-        write_section(args.out, body)
+        write_section(args.out, SECTION, body)
         print(f"wrote section {SECTION!r} of {args.out}")
 
 

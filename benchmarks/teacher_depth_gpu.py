@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from _report import write_section
+
 SECTION = "## Deep teachers on a GPU"
 # Time at goal at 100M env steps, depth 4 -> depth 64, width 256 (RL1000, Table/Figure 1).
 PAPER = {"ant_big_maze": (61, 441), "humanoid": (12.6, 649), "ant_u4_maze": (11.4, 286),
@@ -52,7 +54,6 @@ def recipe(env: str, depth: int, out: str, total: int, wall: float, args) -> dic
 def child(cfg_json: str, mem_path: str) -> None:
     """Train one teacher; a thread writes the device's peak memory to ``mem_path`` every second."""
     import jax
-
     from deepdistill.teacher.config import TeacherConfig
     from deepdistill.teacher.run import train_teacher
 
@@ -170,8 +171,8 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def block(doc: dict, figure: Path | None) -> list[str]:
-    """One task's recipe line, table and (optionally) curve figure."""
+def block(doc: dict, figure: Path | None, link: str = "") -> list[str]:
+    """One task's recipe line, table and (optionally) curve figure, linked as ``link``."""
     cfg = doc["results"][0]["config"]
     lines = [
         f"### `{doc['env']}`", "",
@@ -184,7 +185,7 @@ def block(doc: dict, figure: Path | None) -> list[str]:
     ]
     if figure is not None:
         plot(doc, figure)
-        lines += [f"![time at goal against env steps]({figure.parent.name}/{figure.name})", ""]
+        lines += [f"![time at goal against env steps]({link})", ""]
     return lines
 
 
@@ -214,7 +215,7 @@ def plot(doc: dict, figure: Path) -> None:
 
 def write(path: Path, results: list[Path], command: str, note: str, figures: Path | None) -> None:
     """Render ``results`` (results.json files) into the section ``SECTION`` of ``path``."""
-    text = [SECTION, "", f"Command: `{command}`", "",
+    text = [f"Command: `{command}`", "",
             "Each depth runs train-teacher's own driver in its own process. Env steps/s are the median over "
             "training epochs (collection and SGD, evaluation excluded); SGD steps/s likewise; peak memory is "
             "XLA's `peak_bytes_in_use` on the device (preallocation off); time at goal is steps out of the "
@@ -222,17 +223,11 @@ def write(path: Path, results: list[Path], command: str, note: str, figures: Pat
             "split (the paper's evaluation layout) and on random goal cells.", ""]
     for r in results:
         doc = json.loads(r.read_text())
-        text += block(doc, None if figures is None else figures / f"teacher_gpu_{doc['env']}.png")
+        figure = None if figures is None else figures / f"teacher_gpu_{doc['env']}.png"
+        link = "" if figure is None else os.path.relpath(figure.resolve(), path.resolve().parent)
+        text += block(doc, figure, link)
     text += [note, ""]
-    old = path.read_text() if path.exists() else ""
-    start = old.find(SECTION)
-    body = "\n".join(text)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + body
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + body + (old[end + 1:] if end >= 0 else "")
-    path.write_text(new)
+    write_section(path, SECTION, "\n".join(text))
 
 
 def main() -> None:

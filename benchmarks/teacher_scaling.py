@@ -51,12 +51,11 @@ import argparse
 import contextlib
 import datetime
 import os
-import platform
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _report import cpu_model, load_average, write_section
 
 SECTION = "## Teacher scaling (compile time, SGD step, GFLOP/s)"
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,30 +89,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="the markdown file to update")
     return p.parse_args(argv)
-
-
-# --- machine ------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        m = re.search(r"^Model name:\s*(.+)$", out, re.M)
-        if m:
-            return m.group(1).strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-# --- measurements ---------------------------------------------------------------------------------------
 
 
 def timed(fn, args) -> tuple[float, float]:
@@ -200,7 +175,6 @@ def blocks_keep_everything(on: bool):
     """Residual blocks keep every intermediate for the backward pass (no recomputation), as before
     ``networks`` kept only their matmul outputs. Read when a function is traced."""
     import jax
-
     from deepdistill.teacher import networks
 
     saved = networks._SAVE_MATMULS
@@ -357,26 +331,6 @@ def render(args, rows: list[dict], peak, check, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) our section; the rest of the file is re-read just before writing.
-
-    A ``### Notes`` subsection at the end of our section (written by hand) is kept."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start < 0 and text.endswith(SECTION):
-        start = len(text) - len(SECTION)
-    if start < 0:
-        path.write_text(text.rstrip("\n") + "\n\n" + f"{SECTION}\n\n{body}")
-        return
-    nxt = re.search(r"^## ", text[start + len(SECTION):], re.M)
-    end = start + len(SECTION) + nxt.start() if nxt else len(text)
-    old = text[start:end]
-    notes = old.find("\n### Notes")
-    kept = "\n" + old[notes + 1:].rstrip("\n") + "\n" if notes >= 0 else ""
-    rest = text[end:]
-    path.write_text(text[:start] + f"{SECTION}\n\n{body}" + kept + ("\n" + rest if rest else ""))
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.xla_flags:
@@ -439,7 +393,7 @@ def main(argv=None) -> None:
     print()
     print(body)
     if not args.no_write:
-        write_section(args.out, body)
+        write_section(args.out, SECTION, body)
         print(f"wrote the section to {args.out}")
 
 
