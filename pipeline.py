@@ -11,8 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
-from deepdistill._cli import run_cli
-from deepdistill.teacher.checkpoint import read_json, write_json_atomic
+from deepdistill.core.cli import run_commands
+from deepdistill.core.rundir import read_json, write_json_atomic
 
 # Presets: overrides of TeacherConfig and DistillConfig, and the students to distill (depth, width).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -64,8 +64,9 @@ def _mark(out: Path, status: dict, stage: str, info: Optional[dict] = None) -> N
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
     from deepdistill.distill.config import DistillConfig
-    from deepdistill.distill.evaluate import EvaluateConfig, table
-    from deepdistill.distill.evaluate_cli import evaluate
+    from deepdistill.evaluate.config import EvaluateConfig
+    from deepdistill.evaluate.report import table
+    from deepdistill.evaluate.run import evaluate
     from deepdistill.distill.run import distill
     from deepdistill.teacher.config import ConfigError, TeacherConfig
     from deepdistill.teacher.run import train_teacher
@@ -119,32 +120,26 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     return report
 
 
-def list_envs_main() -> None:
+@dataclasses.dataclass(frozen=True)
+class EnvsConfig:
+    """List the registered tasks (name, physics, observation sizes)."""
+
+
+def list_envs_main(_: EnvsConfig = EnvsConfig()) -> None:
     from deepdistill.teacher.envs import list_envs
 
     for name, desc in list_envs().items():
         print(f"{name:22s} {desc}")
 
 
-USAGE = """usage: deepdistill pipeline [--preset quickstart|sweep|smoke] [--out DIR] [...]   (see: deepdistill pipeline --help)
-       deepdistill envs                                                       (list the registered tasks)
-
-The stages are also separate commands: train-teacher, distill, export-onnx, evaluate."""
-
-
 def main(args: list[str] | None = None) -> None:
-    import sys
-
-    argv = list(sys.argv[1:] if args is None else args)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-    elif argv[0] == "envs":
-        list_envs_main()
-    elif argv[0] == "pipeline":
-        run_cli("deepdistill pipeline", PipelineConfig, run_pipeline, argv[1:])
-    else:
-        print(f"deepdistill: error: unknown command {argv[0]!r}; use 'pipeline' or 'envs'", file=sys.stderr)
-        sys.exit(2)
+    run_commands(
+        "deepdistill",
+        {"pipeline": (PipelineConfig, run_pipeline), "envs": (EnvsConfig, list_envs_main)},
+        args,
+        description="The whole deep-teacher -> shallow-student pipeline in one command. The stages are also "
+                    "separate commands: train-teacher, distill, export-onnx, evaluate.",
+    )
 
 
 if __name__ == "__main__":

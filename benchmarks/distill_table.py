@@ -6,10 +6,13 @@ student depth 0/4/8, with parameter counts. Every student is evaluated on the sa
 Prints a markdown table for BENCHMARKS.md (finished variants are reused on a rerun).
 """
 
-import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Optional
+
+import tyro
 
 from deepdistill.distill import DistillConfig, distill
 
@@ -24,16 +27,22 @@ VARIANTS = {
     "teacher-driven data": dict(data="teacher"),
     "student depth 0": dict(depth=0),
     "student depth 8": dict(depth=8),
+    "plain MLP student (--arch mlp), 2 hidden layers": dict(arch="mlp", depth=1),
 }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--out", default="runs/bench_distill")
-    p.add_argument("--steps", type=int, default=None, help="SGD steps (default: distill's default)")
-    p.add_argument("--only", nargs="*", default=None, help="variant names to run")
-    a = p.parse_args()
+@dataclasses.dataclass(frozen=True)
+class Args:
+    teacher: str
+    """A train-teacher run directory."""
+    out: str = "runs/bench_distill"
+    steps: Optional[int] = None
+    """SGD steps (default: distill's default)."""
+    only: Optional[tuple[str, ...]] = None
+    """Variant names to run."""
+
+
+def main(a: Args) -> None:
     rows = []
     for i, (name, over) in enumerate(VARIANTS.items()):
         if a.only and name not in a.only:
@@ -54,10 +63,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, cfg, r in rows:
         s, t = r["student"], r["teacher"]
-        print(f"| {name} | {cfg['depth']} x {cfg['width']} | {s['params']:,} | {t['params'] / s['params']:.1f}x | "
+        print(f"| {name} | {cfg.get('arch', 'residual')} {cfg['depth']} x {cfg['width']} | {s['params']:,} | {t['params'] / s['params']:.1f}x | "
               f"{s['success_rate']:.3f} ({s['success_rate'] / t['success_rate']:.0%}) | "
               f"{s['hard/success_rate']:.3f} ({s['hard/success_rate'] / max(t['hard/success_rate'], 1e-9):.0%}) | {r['wall_s']:.0f} |")
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args, description=__doc__))

@@ -15,14 +15,16 @@ every brax pipeline (mjx, spring, positional, generalized): the figures behind e
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import tyro
 from _report import cpu_model, write_section
 from deepdistill.teacher.envs import list_envs, make_env
 from deepdistill.teacher.envs.brax_tasks import BACKEND, BACKENDS, make_task
@@ -68,17 +70,25 @@ def machine() -> str:
     return f"{cpu_model()}, {len(os.sched_getaffinity(0))} CPUs (nproc), jax {jax.__version__} on {jax.default_backend()}"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="*", default=None, help="task names (default: every Brax task)")
-    p.add_argument("--num-envs", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=20, help="env steps per timed scan")
-    p.add_argument("--repeats", type=int, default=2, help="timed scans per task (the best is reported)")
-    p.add_argument("--compare-backends", action="store_true", help="also time the other brax pipelines")
-    p.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"))
-    p.add_argument("--no-write", action="store_true", help="print only")
-    p.add_argument("--note", default="", help="a line added under the table (e.g. the machine's load)")
-    args = p.parse_args()
+@dataclasses.dataclass(frozen=True)
+class Args:
+    tasks: Optional[tuple[str, ...]] = None
+    """Task names (default: every Brax task)."""
+    num_envs: int = 1024
+    steps: int = 20
+    """Env steps per timed scan."""
+    repeats: int = 2
+    """Timed scans per task (the best is reported)."""
+    compare_backends: bool = False
+    """Also time the other brax pipelines."""
+    output: str = str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md")
+    no_write: bool = False
+    """Print only."""
+    note: str = ""
+    """A line added under the table (e.g. the machine's load)."""
+
+
+def main(args: Args) -> None:
 
     tasks = args.tasks or [n for n in list_envs() if n in BACKEND]
     load0, t0 = os.getloadavg()[0], time.time()
@@ -133,4 +143,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args, description=__doc__))

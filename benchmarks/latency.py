@@ -25,7 +25,7 @@ The table is printed and, unless ``--no-write``, written to the section ``## Inf
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tyro
 from _report import cpu_model, load_average, write_section
 
 SECTION = "## Inference latency"
@@ -43,17 +44,28 @@ P50_TARGET_US = 30.0  # depth-4, width-256 ONNX student at batch 1
 SPEEDUP_TARGET = 50.0  # ... against the depth-64 JAX teacher
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--calls", type=int, default=5000, help="batch-1 calls per model (upper bound)")
-    p.add_argument("--seconds", type=float, default=6.0, help="time box per model and batch size")
-    p.add_argument("--teacher-depths", type=int, nargs="*", default=[4, 64, 256], help="JAX teacher depths (width 256)")
-    p.add_argument("--onnx-teacher-depths", type=int, nargs="*", default=[64, 256], help="ONNX teacher depths (width 256)")
-    p.add_argument("--student-widths", type=int, nargs="*", default=[256, 128, 64], help="ONNX student widths (depth 4)")
-    p.add_argument("--quick", action="store_true", help="fewer calls, shorter time boxes (a smoke run)")
-    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="the markdown file to update")
-    return p.parse_args(argv)
+@dataclasses.dataclass
+class Args:
+    calls: int = 5000
+    """Batch-1 calls per model (upper bound)."""
+    seconds: float = 6.0
+    """Time box per model and batch size."""
+    teacher_depths: tuple[int, ...] = (4, 64, 256)
+    """JAX teacher depths (width 256)."""
+    onnx_teacher_depths: tuple[int, ...] = (64, 256)
+    """ONNX teacher depths (width 256)."""
+    student_widths: tuple[int, ...] = (256, 128, 64)
+    """ONNX student widths (depth 4)."""
+    quick: bool = False
+    """Fewer calls, shorter time boxes (a smoke run)."""
+    no_write: bool = False
+    """Print only; leave BENCHMARKS.md alone."""
+    out: Path = ROOT / "BENCHMARKS.md"
+    """The markdown file to update."""
+
+
+def parse_args(argv=None) -> Args:
+    return tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
 
 
 def time_calls(fn, calls: int, seconds: float, warmup: int = 50) -> np.ndarray:
@@ -107,7 +119,7 @@ def bench_onnx(name: str, nets, params, spec, args, workdir: Path, max_unrolled_
     from deepdistill.export.config import ExportConfig
     from deepdistill.export.runtime import OnnxPolicy
     from deepdistill.export.writer import export_policy
-    from deepdistill.teacher.checkpoint import PolicyRun
+    from deepdistill.core.policy import PolicyRun
 
     out = workdir / name.replace(" ", "_").replace(",", "")
     run = PolicyRun("student", out, spec, nets, params, 0, {}, {"kind": "student", "teacher": None})

@@ -6,25 +6,30 @@
 Writes benchmarks/figures/teacher_point_maze.png and prints the table for BENCHMARKS.md.
 """
 
-import argparse
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import matplotlib
+import tyro
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/bench_teacher")
-    p.add_argument("--plot-only", action="store_true")
-    p.add_argument("--figure", default=str(Path(__file__).parent / "figures" / "teacher_point_maze.png"))
-    p.add_argument("extra", nargs="*", help="extra train-teacher flags (after --)")
-    a = p.parse_args()
+@dataclasses.dataclass(frozen=True)
+class Args:
+    out: str = "runs/bench_teacher"
+    plot_only: bool = False
+    """Plot an existing run's metrics.jsonl; do not train."""
+    figure: str = str(Path(__file__).parent / "figures" / "teacher_point_maze.png")
+    extra: tuple[str, ...] = ()
+    """Extra train-teacher flags, e.g. --extra --seed 1."""
+
+
+def main(a: Args) -> None:
     if not a.plot_only:
         subprocess.run([sys.executable, "-m", "deepdistill.teacher.cli", "--out", a.out, "--no-progress", *a.extra],
                        check=True)
@@ -59,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args, description=__doc__))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from deepdistill.teacher.config import ConfigError
+from deepdistill.core.errors import ConfigError
 from deepdistill.teacher.networks import validate_depth
 
 DATA_MODES = ("teacher", "dagger")
 BETA_SCHEDULES = ("constant", "linear", "exponential")
 REPR_LOSSES = ("mse", "cosine")
 LOSS_WEIGHTS = ("action_mse", "action_kl", "repr", "relational")
+ARCHS = ("residual", "mlp")
+ACTIVATIONS = ("swish", "relu", "tanh")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,14 +29,20 @@ class DistillConfig:
     seed: int = 0
 
     # --- the student ---------------------------------------------------------------------------
+    arch: str = "residual"
+    """Student architecture: residual (the teacher's residual MLP, smaller) or mlp (plain MLP without
+    LayerNorm, for small embedded controllers). A flax.nnx student is passed from Python."""
     depth: int = 4
-    """Student Dense layers inside residual blocks (multiple of 4; 0 = input layer + head only)."""
+    """residual: Dense layers inside residual blocks (multiple of 4; 0 = input layer + head only);
+    mlp: hidden layers after the first."""
     width: int = 64
     """Student hidden width."""
     actor_depth: Optional[int] = None
     critic_depth: Optional[int] = None
     actor_width: Optional[int] = None
     critic_width: Optional[int] = None
+    activation: str = "swish"
+    """mlp students: swish, relu or tanh."""
 
     # --- losses (any combination; each weight >= 0, not all zero) -------------------------------------
     action_mse: float = 1.0
@@ -97,13 +105,20 @@ class DistillConfig:
         def flag(name):
             return "--" + name.replace("_", "-")
 
+        if self.arch not in ARCHS:
+            raise ConfigError(f"--arch {self.arch!r} is unknown; choose one of: {', '.join(ARCHS)} "
+                              f"(a flax.nnx student is passed from Python: distill(cfg, student=...))")
         for name in ("depth", "actor_depth", "critic_depth"):
             v = getattr(self, name)
-            if v is not None:
+            if v is not None and self.arch == "residual":
                 try:
                     validate_depth(v, flag(name))
                 except ValueError as e:
                     raise ConfigError(str(e)) from None
+            elif v is not None and v < 0:
+                raise ConfigError(f"{flag(name)} must be >= 0 (got {v})")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"--activation {self.activation!r} is unknown; choose one of: {', '.join(ACTIVATIONS)}")
         for name in ("width", "steps", "batch_size", "num_envs", "unroll_length", "sgd_steps_per_unroll",
                      "replay_steps_per_env", "eval_every", "num_eval_episodes", "max_to_keep"):
             if getattr(self, name) <= 0:

@@ -1,33 +1,28 @@
-"""The ``distill`` driver: load the frozen teacher, distill, evaluate both on the same goals, save."""
+"""``distill`` as a stage of the shared run loop: load the frozen teacher, distill, evaluate both on the same goals."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+from typing import Any, Optional
 
 import jax
 
-from deepdistill._cli import Progress
 from deepdistill.distill.config import DistillConfig
-from deepdistill.distill.train import Distiller
-from deepdistill.student.networks import make_student
-from deepdistill.teacher.checkpoint import (
-    Checkpointer,
-    MetricsLog,
-    PolicyRun,
-    RunError,
-    load_teacher,
-    read_json,
-    resolve_run_config,
-    write_json_atomic,
-    write_run_info,
-)
-from deepdistill.teacher.config import ConfigError, TeacherConfig
+from deepdistill.distill.train import Distiller, DistillState
+from deepdistill.student.interface import PolicyNetworks, make_student, networks_from_dict
+from deepdistill.core import replay as rb
+from deepdistill.core.checkpoint import Checkpointer
+from deepdistill.core.errors import RunError
+from deepdistill.core.policy import PolicyRun, load_teacher
+from deepdistill.core.rollout import make_evaluator
+from deepdistill.core.rundir import read_json, resolve_run_config, write_json_atomic
+from deepdistill.core.runner import Stage, run_stage
+from deepdistill.core.errors import ConfigError
+from deepdistill.teacher.config import TeacherConfig
 from deepdistill.teacher.envs import make_env
-from deepdistill.teacher.rollout import make_evaluator
-from deepdistill.teacher.train import host_metrics
 
-RESUME_OVERRIDABLE = ("progress", "max_to_keep")
+# Flags that may differ from the saved config when resuming (the budget and logging, not the recipe).
+RESUME_OVERRIDABLE = ("steps", "progress", "max_to_keep")
 
 
 def resolve_config(cfg: DistillConfig) -> DistillConfig:
@@ -40,117 +35,127 @@ def teacher_provenance(teacher: PolicyRun) -> dict:
         "run": str(teacher.run_dir.absolute()),
         "step": int(teacher.step),
         "env": teacher.spec.name,
-        "actor_depth": n.actor_depth,
-        "actor_width": n.actor_width,
-        "critic_depth": n.critic_depth,
-        "critic_width": n.critic_width,
+        **n.describe(),
         "params": teacher.num_params(),
     }
 
 
-def load_teacher_replay(teacher: PolicyRun):
-    """The replay buffer saved with the teacher's newest checkpoint (``--teacher-buffer-fraction``)."""
-    from deepdistill.teacher.train import Trainer
+def load_teacher_replay(teacher: PolicyRun) -> rb.Replay:
+    """The replay buffer saved with the teacher's checkpoint (``--teacher-buffer-fraction``), read
+    alone from the checkpoint's ``state`` item."""
+    from deepdistill.teacher.train import Schedule
 
     tcfg = TeacherConfig.from_dict(teacher.config)
     if not tcfg.save_buffer:
         raise ConfigError("--teacher-buffer-fraction > 0 needs a teacher run saved with its replay buffer (--save-buffer)")
-    trainer = Trainer(tcfg, make_env(tcfg.env, training=True, episode_length=tcfg.episode_length), jax.devices()[:1])
+    spec = teacher.spec
+    capacity = Schedule.from_config(tcfg, spec.episode_length).capacity
+    abstract = jax.eval_shape(lambda: rb.init_replay(capacity, tcfg.num_envs, spec.state_size, spec.action_size))
+    part = {"replay": {"states": abstract.states, "actions": abstract.actions, "written": abstract.written}}
     ckpt = Checkpointer(teacher.run_dir, read_only=True)
     try:
-        restored = ckpt.restore_latest(trainer.abstract_state)
+        restored = ckpt.restore_part_of_state(part, teacher.step)
     finally:
         ckpt.close()
-    if restored is None:
-        raise RunError(f"--teacher {teacher.run_dir}: no checkpoint with a replay buffer")
-    return restored[1].replay
+    return rb.Replay(**restored["replay"])
 
 
-def distill(cfg: DistillConfig) -> dict:
-    """Distill ``cfg.teacher`` into a student in ``cfg.out``; returns the final comparison."""
+class DistillStage(Stage):
+    kind, position_key, unit = "student", "sgd_steps", "SGD steps"
+
+    def __init__(self, cfg: DistillConfig, teacher: PolicyRun, devices=None, student: Optional[PolicyNetworks] = None):
+        super().__init__(cfg)
+        self.teacher = teacher
+        tcfg = teacher.config
+        self.env = make_env(teacher.spec.name, training=True, episode_length=tcfg.get("episode_length"))
+        if self.env.spec != teacher.spec:
+            raise RunError(f"--teacher {cfg.teacher}: its env spec no longer matches the task {teacher.spec.name!r} of this version")
+        self.student_nets = student if student is not None else _student_from_config(cfg, teacher)
+        check_student(self.student_nets, teacher, cfg)
+        t_replay = load_teacher_replay(teacher) if cfg.teacher_buffer_fraction > 0 else None
+        self.distiller = Distiller(cfg, self.env, teacher.nets, self.student_nets, tcfg.get("energy", "l2"), t_replay, devices)
+        eval_env = make_env(teacher.spec.name, episode_length=tcfg.get("episode_length"))
+        self.evaluate = make_evaluator(eval_env, self.distiller.policy, cfg.num_eval_episodes)
+        self.teacher_eval = make_evaluator(eval_env, lambda p, s, g: teacher.nets.deterministic_action(p["actor"], s, g),
+                                           cfg.num_eval_episodes)
+        self.total = cfg.steps
+        d = self.student_nets.describe()
+        self.description = f"distill {d['arch']}" + (f" d{d['actor_depth']} w{d['actor_width']}" if "actor_depth" in d else "")
+
+    def run_files(self) -> dict[str, Any]:
+        return {"env_spec.json": self.env.spec.to_dict(), "networks.json": self.student_nets.to_dict()}
+
+    def run_info(self) -> dict[str, Any]:
+        return {"env": self.env.spec.name, "params": self.student_nets.num_params(), "teacher": teacher_provenance(self.teacher)}
+
+    def init(self) -> DistillState:
+        return self.distiller.prefill(self.distiller.init(jax.random.PRNGKey(self.cfg.seed)), self.teacher.params)
+
+    def restore_target(self) -> Any:
+        return self.distiller.abstract_state
+
+    def position(self, ds: DistillState) -> int:
+        return int(ds.sgd_steps)
+
+    def to_save(self, ds: DistillState) -> tuple[Any, Any]:
+        return ds, ds.student
+
+    def epoch(self, ds: DistillState) -> tuple[DistillState, dict]:
+        return self.distiller.epoch(ds, self.teacher.params)
+
+    def record(self, ds: DistillState, metrics: dict) -> dict:
+        return {
+            "env_steps": ds.env_steps,
+            "teacher_acted_fraction": float(ds.teacher_acted) / max(ds.env_steps, 1),
+            **self.evaluate(ds.student),
+            **{f"train/{k}": v for k, v in metrics.items()},
+        }
+
+    def progress_info(self, m: dict) -> str:
+        return f"student {m['success_rate']:.2f}" if "success_rate" in m else ""
+
+    def finish(self, ds: DistillState, last: dict, wall_s: float) -> dict:
+        t_eval = self.teacher_eval(self.teacher.params)
+        s_eval = {k: v for k, v in last.items() if k in t_eval} if last else self.evaluate(ds.student)
+        result = {
+            "teacher": {**t_eval, "params": sum(self.teacher.num_params().values())},
+            "student": {**s_eval, "params": sum(self.student_nets.num_params().values())},
+            "wall_s": last.get("wall_s", wall_s),
+        }
+        write_json_atomic(Path(self.cfg.out) / "result.json", result)
+        return result
+
+
+def _student_from_config(cfg: DistillConfig, teacher: PolicyRun) -> PolicyNetworks:
+    options = {"activation": cfg.activation} if cfg.arch == "mlp" else {}
+    try:
+        return make_student(cfg.arch, teacher.nets, cfg.depth, cfg.width, cfg.actor_depth, cfg.critic_depth,
+                            cfg.actor_width, cfg.critic_width, **options)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_student(student: PolicyNetworks, teacher: PolicyRun, cfg: DistillConfig) -> None:
+    """The student must take the teacher's inputs, and have encoders if a representation loss is on."""
+    t = teacher.nets
+    if (student.state_size, student.goal_size, student.action_size) != (t.state_size, t.goal_size, t.action_size):
+        raise ConfigError(f"the student's sizes (state, goal, action) = {(student.state_size, student.goal_size, student.action_size)} "
+                          f"differ from the teacher's {(t.state_size, t.goal_size, t.action_size)}")
+    if (cfg.repr or cfg.relational) and not student.has_encoders:
+        raise ConfigError("this student has no encoders: set --repr 0 and --relational 0 (the action losses still apply)")
+    if cfg.action_kl and getattr(student, "mean_only", False):
+        raise ConfigError("this student returns the action mean only: set --action-kl 0 (use --action-mse)")
+
+
+def distill(cfg: DistillConfig, devices=None, student: Optional[PolicyNetworks] = None) -> dict:
+    """Distill ``cfg.teacher`` into a student in ``cfg.out``; returns the final comparison.
+
+    ``student``: any networks with the student interface (e.g. a user's flax.nnx module through
+    :class:`deepdistill.student.NNXNetworks`) instead of the ``--arch`` built from ``cfg``. On
+    ``--resume`` the run's saved networks.json is used."""
     cfg = resolve_config(cfg)
     out = Path(cfg.out)
     teacher_step = read_json(out / "run.json")["teacher"]["step"] if cfg.resume else None
-    teacher = load_teacher(cfg.teacher, teacher_step)
-    tcfg = teacher.config
-    env = make_env(teacher.spec.name, training=True, episode_length=tcfg.get("episode_length"))
-    eval_env = make_env(teacher.spec.name, episode_length=tcfg.get("episode_length"))
-    if env.spec != teacher.spec:
-        raise RunError(f"--teacher {cfg.teacher}: its env spec no longer matches the task {teacher.spec.name!r} of this version")
-    try:
-        student_nets = make_student(teacher.nets, cfg.depth, cfg.width, cfg.actor_depth, cfg.critic_depth,
-                                    cfg.actor_width, cfg.critic_width)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    t_replay = load_teacher_replay(teacher) if cfg.teacher_buffer_fraction > 0 else None
-    distiller = Distiller(cfg, env, teacher.nets, student_nets, tcfg.get("energy", "l2"), t_replay)
-
-    out.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:
-        write_json_atomic(out / "env_spec.json", env.spec.to_dict())
-        write_json_atomic(out / "networks.json", student_nets.to_dict())
-        write_run_info(out, "student", env=env.spec.name, params=student_nets.num_params(),
-                       teacher=teacher_provenance(teacher))
-    write_json_atomic(out / "config.json", cfg.to_dict())
-
-    ckpt = Checkpointer(out, cfg.max_to_keep)
-    log = MetricsLog(out / "metrics.jsonl")
-    evaluate = make_evaluator(eval_env, distiller.policy, cfg.num_eval_episodes)
-    teacher_eval = make_evaluator(eval_env, lambda p, s, g: teacher.nets.deterministic_action(p["actor"], s, g), cfg.num_eval_episodes)
-
-    ds, wall0 = None, 0.0
     if cfg.resume:
-        abstract = jax.eval_shape(distiller._init, jax.random.PRNGKey(0))
-        restored = ckpt.restore_latest(abstract)
-        if restored is not None:
-            _, ds, meta = restored
-            wall0 = meta["wall_s"]
-            log.truncate_after("sgd_steps", meta["sgd_steps"])
-    if ds is None:
-        log.truncate_after("sgd_steps", -1)
-        ds = distiller.prefill(distiller.init(jax.random.PRNGKey(cfg.seed)), teacher.params)
-
-    t_start = time.perf_counter() - wall0
-    progress = Progress(f"distill d{student_nets.actor_depth} w{student_nets.actor_width}", cfg.steps, "SGD steps", cfg.progress)
-    last: dict = {}
-    with progress.running():
-        progress.update(int(ds.sgd_steps))
-        while int(ds.sgd_steps) < cfg.steps:
-            t0, s0 = time.perf_counter(), int(ds.sgd_steps)
-            ds, metrics = distiller.epoch(ds, teacher.params)
-            rate = (int(ds.sgd_steps) - s0) / (time.perf_counter() - t0)
-            metrics = host_metrics(metrics)
-            last = {
-                "sgd_steps": int(ds.sgd_steps),
-                "env_steps": ds.env_steps,
-                "teacher_acted_fraction": float(ds.teacher_acted) / max(ds.env_steps, 1),
-                **evaluate(ds.student),
-                **{f"train/{k}": v for k, v in metrics.items()},
-                "sgd_steps_per_s": rate,
-                "wall_s": time.perf_counter() - t_start,
-            }
-            log.append(last)
-            ckpt.save(int(ds.sgd_steps), ds, ds.student, {"sgd_steps": int(ds.sgd_steps), "wall_s": last["wall_s"], "eval": last})
-            progress.update(int(ds.sgd_steps), rate, f"student {last['success_rate']:.2f}")
-    ckpt.close()
-    t_eval = teacher_eval(teacher.params)
-    s_eval = {k: v for k, v in last.items() if k in t_eval} if last else evaluate(ds.student)
-    result = {
-        "teacher": {**t_eval, "params": sum(teacher.num_params().values())},
-        "student": {**s_eval, "params": sum(student_nets.num_params().values())},
-        "wall_s": last.get("wall_s", time.perf_counter() - t_start),
-    }
-    write_json_atomic(out / "result.json", result)
-    return result
-
-
-def check_compatible(teacher: PolicyRun, student: PolicyRun) -> None:
-    """Refuse a teacher/student pair of different tasks or observation layouts."""
-    t, s = teacher.spec, student.spec
-    if t.name != s.name:
-        raise RunError(f"--student {student.run_dir} was distilled on task {s.name!r}, the teacher acts in {t.name!r}")
-    for field in ("state_size", "goal_size", "action_size", "goal_indices"):
-        if getattr(t, field) != getattr(s, field):
-            raise RunError(
-                f"--student {student.run_dir}: {field} {getattr(s, field)} differs from the teacher's {getattr(t, field)}"
-            )
+        student = networks_from_dict(read_json(out / "networks.json"))
+    return run_stage(DistillStage(cfg, load_teacher(cfg.teacher, teacher_step), devices, student))

@@ -1,9 +1,10 @@
 """Distillation: the frozen teacher labels states that the teacher (or, with DAgger, the student) visits.
 
-One jitted epoch = ``lax.scan`` over (collect ``unroll_length`` steps with the beta-mixed policy,
-insert into a trajectory replay, ``sgd_steps_per_unroll`` student updates). The teacher's
-parameters are an argument of the compiled call, never part of the updated state, so they stay
-bit-identical.
+The distiller's state, data step and SGD step, plugged into the shared epoch shell
+(:mod:`deepdistill.core.epoch`): one jitted epoch = ``lax.scan`` over (collect ``unroll_length``
+steps with the beta-mixed policy, insert into a trajectory replay, ``sgd_steps_per_unroll`` student
+updates), data-parallel over devices as the teacher's. The teacher's parameters are a (replicated)
+argument of the compiled call, never part of the updated state, so they stay bit-identical.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import optax
 
 from deepdistill.distill import losses as dl
 from deepdistill.distill.config import DistillConfig
-from deepdistill.teacher import replay as rb
+from deepdistill.core import replay as rb
+from deepdistill.core.epoch import DataParallel, collect, make_epoch, replay_capacity
+from deepdistill.core.errors import ConfigError
 from deepdistill.teacher.envs import GoalEnv
-from deepdistill.teacher.networks import CRLNetworks, sample_tanh_gaussian
+from deepdistill.student.interface import PolicyNetworks
+from deepdistill.teacher.networks import sample_tanh_gaussian
 
 
 @flax.struct.dataclass
@@ -61,27 +65,35 @@ class Distiller:
         self,
         cfg: DistillConfig,
         env: GoalEnv,
-        teacher_nets: CRLNetworks,
-        student_nets: CRLNetworks,
+        teacher_nets: PolicyNetworks,
+        student_nets: PolicyNetworks,
         energy: str = "l2",
         teacher_replay: Optional[rb.Replay] = None,
+        devices=None,
     ):
         if env.spec.episode_length % cfg.unroll_length:
-            from deepdistill.teacher.config import ConfigError
-
             raise ConfigError(f"--unroll-length {cfg.unroll_length} must divide the task's episode length {env.spec.episode_length}")
+        self.parallel = DataParallel(devices)
+        for name in ("num_envs", "batch_size"):
+            if getattr(cfg, name) % self.parallel.size:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be a multiple of the {self.parallel.size} devices")
         self.cfg, self.env, self.spec = cfg, env, env.spec
         self.teacher, self.student, self.energy = teacher_nets, student_nets, energy
         self.weights = cfg.weights()
         self.tx = optax.adam(cfg.lr)
-        L = env.spec.episode_length
-        self.capacity = -(-max(cfg.replay_steps_per_env, L + cfg.unroll_length) // L) * L
+        self.capacity = replay_capacity(cfg.replay_steps_per_env, env.spec.episode_length, cfg.unroll_length)
         self.iters_per_epoch = max(1, round(cfg.eval_every / cfg.sgd_steps_per_unroll))
         self.teacher_replay = teacher_replay
         self.trace_count = 0
-        self.init = jax.jit(self._init)
-        self.epoch = jax.jit(self._epoch, donate_argnums=0)
-        self.prefill = jax.jit(self._prefill, donate_argnums=0)
+        epoch = make_epoch(self._collect, self._sgd_step, self.iters_per_epoch, cfg.sgd_steps_per_unroll)
+
+        def counted_epoch(ds, teacher_params):
+            self.trace_count += 1
+            ds, metrics = epoch(ds, teacher_params)
+            return ds, {**metrics, "beta": beta_at(self.cfg, ds.sgd_steps)}
+
+        _, self.abstract_state, self.init, self.epoch, self.prefill = self.parallel.compile(
+            self._init, counted_epoch, self._prefill, num_frozen=1)
 
     # --- state -----------------------------------------------------------------------------------------
     def _init(self, key: jax.Array) -> DistillState:
@@ -98,37 +110,28 @@ class Distiller:
         )
 
     # --- data --------------------------------------------------------------------------------------------
-    def _collect(self, ds: DistillState, teacher_params, key: jax.Array) -> DistillState:
+    def _collect(self, ds: DistillState, key: jax.Array, teacher_params) -> DistillState:
+        """``unroll_length`` steps with the teacher's stochastic action (teacher-driven), or the
+        beta-mix of teacher and student (DAgger); whole observations go into the replay."""
         S, E = self.spec.state_size, self.cfg.num_envs
-        k_reset, k_roll = jax.random.split(key)
-        env_state = jax.lax.cond(
-            ds.replay.written % self.spec.episode_length == 0,
-            lambda: jax.vmap(self.env.reset)(jax.random.split(k_reset, E)),
-            lambda: ds.env_state,
-        )
         beta = beta_at(self.cfg, ds.sgd_steps)
 
-        def step(carry, k):
-            s, acted = carry
+        def act(obs, k):
             k_t, k_mix = jax.random.split(k)
-            state, goal = s.obs[:, :S], s.obs[:, S:]
+            state, goal = obs[:, :S], obs[:, S:]
             t_action, _ = sample_tanh_gaussian(k_t, *self.teacher.policy(teacher_params["actor"], state, goal))
             if self.cfg.data == "teacher":
-                action, mask = t_action, jnp.ones((E,), bool)
-            else:
-                s_action = self.student.deterministic_action(ds.student["actor"], state, goal)
-                action, mask = mix_actions(k_mix, beta, t_action, s_action)
-            s2 = jax.vmap(self.env.step)(s, action)
-            return (s2, acted + mask.sum()), (s.obs, action)
+                return t_action, jnp.full((E,), True).sum()
+            s_action = self.student.deterministic_action(ds.student["actor"], state, goal)
+            action, mask = mix_actions(k_mix, beta, t_action, s_action)
+            return action, mask.sum()
 
-        (env_state, acted), (obs, actions) = jax.lax.scan(
-            step, (env_state, ds.teacher_acted), jax.random.split(k_roll, self.cfg.unroll_length)
-        )
-        return ds.replace(env_state=env_state, replay=rb.insert(ds.replay, obs, actions), teacher_acted=acted)
+        env_state, replay, acted = collect(self.env, ds.env_state, ds.replay, key, act, self.cfg.unroll_length)
+        return ds.replace(env_state=env_state, replay=replay, teacher_acted=ds.teacher_acted + acted.sum())
 
     def _prefill(self, ds: DistillState, teacher_params) -> DistillState:
         key, k = jax.random.split(ds.key)
-        return self._collect(ds.replace(key=key), teacher_params, k)
+        return self._collect(ds.replace(key=key), k, teacher_params)
 
     def sample_batch(self, ds: DistillState, key: jax.Array) -> dict[str, jax.Array]:
         """``state [B, S]``, ``goal [B, G]`` (hindsight future state or the task's goal), ``action [B, A]``."""
@@ -177,28 +180,12 @@ class Distiller:
         total = sum(w[k] * v for k, v in m.items())
         return total, {"loss": total, **m}
 
-    def _sgd_step(self, ds: DistillState, teacher_params, key: jax.Array):
+    def _sgd_step(self, ds: DistillState, key: jax.Array, teacher_params):
         batch = self.sample_batch(ds, key)
         t_out = self.teacher_outputs(teacher_params, batch)
         (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(ds.student, t_out, batch)
         updates, opt = self.tx.update(grads, ds.opt, ds.student)
         ds = ds.replace(student=optax.apply_updates(ds.student, updates), opt=opt, sgd_steps=ds.sgd_steps + 1)
-        return ds, metrics
-
-    def _epoch(self, ds: DistillState, teacher_params) -> tuple[DistillState, dict]:
-        self.trace_count += 1
-
-        def iteration(ds, _):
-            key, k_collect, k_sgd = jax.random.split(ds.key, 3)
-            ds = self._collect(ds.replace(key=key), teacher_params, k_collect)
-            ds, metrics = jax.lax.scan(
-                lambda d, k: self._sgd_step(d, teacher_params, k), ds, jax.random.split(k_sgd, self.cfg.sgd_steps_per_unroll)
-            )
-            return ds, metrics
-
-        ds, metrics = jax.lax.scan(iteration, ds, None, length=self.iters_per_epoch)
-        metrics = jax.tree.map(jnp.mean, metrics)
-        metrics["beta"] = beta_at(self.cfg, ds.sgd_steps)
         return ds, metrics
 
     def policy(self, params, state, goal):

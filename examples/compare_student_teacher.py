@@ -3,21 +3,27 @@
     python examples/compare_student_teacher.py runs/quickstart/teacher runs/quickstart/student_d4_w64
 """
 
-import argparse
+import dataclasses
 
-from deepdistill.distill.evaluate import compare, table
-from deepdistill.distill.run import check_compatible
+import tyro
+
+from deepdistill.core.policy import check_compatible
+from deepdistill.evaluate.compare import compare
+from deepdistill.evaluate.report import table
 from deepdistill.student import load_student
 from deepdistill.teacher import load_teacher
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("teacher", help="a train-teacher run directory")
-    parser.add_argument("students", nargs="+", help="distill run directories")
-    parser.add_argument("--episodes", type=int, default=256)
-    args = parser.parse_args()
+@dataclasses.dataclass(frozen=True)
+class Args:
+    teacher: tyro.conf.Positional[str]
+    """A train-teacher run directory."""
+    students: tyro.conf.Positional[tuple[str, ...]]
+    """Distill run directories."""
+    episodes: int = 256
 
+
+def main(args: Args) -> None:
     teacher = load_teacher(args.teacher)
     students = [load_student(s) for s in args.students]
     for s in students:
@@ -26,9 +32,9 @@ def main() -> None:
     report = compare(teacher, students, episodes=args.episodes, viewer=False)  # no report folder: no viewer pages
     print(table(report))
     for name, a in report["agreement"].items():
-        print(f"{name}: action MSE {a['action_mse']:.4f}, CKA phi {a['cka_phi']:.3f}, "
-              f"CKA psi {a['cka_psi']:.3f}, logit correlation {a['logits_pearson']:.3f}")
+        rep = ", ".join(f"{k} {a[k]:.3f}" for k in ("cka_phi", "cka_psi", "logits_pearson") if k in a)
+        print(f"{name}: action MSE {a['action_mse']:.4f}" + (f", {rep}" if rep else ""))
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args, description=__doc__))

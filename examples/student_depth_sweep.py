@@ -3,31 +3,38 @@
     python examples/student_depth_sweep.py runs/teacher --depths 0 4 8 --width 64 --out runs/sweep
 """
 
-import argparse
+import dataclasses
 from pathlib import Path
 
+import tyro
+
 from deepdistill.distill import DistillConfig, distill
-from deepdistill.distill.evaluate import compare, table, write_report
+from deepdistill.evaluate.compare import compare
+from deepdistill.evaluate.report import table, write_report
 from deepdistill.student import load_student
 from deepdistill.teacher import load_teacher
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("teacher")
-    parser.add_argument("--depths", type=int, nargs="+", default=[0, 4, 8])
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--out", default="runs/sweep")
-    args = parser.parse_args()
+@dataclasses.dataclass(frozen=True)
+class Args:
+    teacher: tyro.conf.Positional[str]
+    """A train-teacher run directory."""
+    depths: tuple[int, ...] = (0, 4, 8)
+    width: int = 64
+    steps: int = 6000
+    arch: str = "residual"
+    """Student architecture: residual or mlp."""
+    out: str = "runs/sweep"
 
+
+def main(args: Args) -> None:
     out = Path(args.out)
     runs = []
     for depth in args.depths:
-        run = out / f"student_d{depth}_w{args.width}"
+        run = out / f"student_{args.arch}_d{depth}_w{args.width}"
         if not (run / "result.json").exists():  # finished students are kept
             resume = (run / "run.json").exists()
-            distill(DistillConfig(teacher=args.teacher, out=str(run), depth=depth, width=args.width,
+            distill(DistillConfig(teacher=args.teacher, out=str(run), arch=args.arch, depth=depth, width=args.width,
                                   steps=args.steps, resume=resume))
         runs.append(load_student(run))
 
@@ -38,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Args, description=__doc__))

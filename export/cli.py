@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from deepdistill._cli import run_cli
+from deepdistill.core.cli import run_cli
 from deepdistill.export.config import ExportConfig
 
 

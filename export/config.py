@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
+from deepdistill.core.errors import ConfigError
+
 MIN_OPSET = 17  # LayerNormalization is a native ONNX operator from opset 17
 MODEL_FILES = ("policy.onnx", "sa_encoder.onnx", "goal_encoder.onnx")
 
@@ -43,17 +45,17 @@ class ExportConfig:
 
     def validate(self) -> None:
         if (self.student is None) == (self.teacher is None):
-            raise ValueError("pass exactly one of --student runs/<student> or --teacher runs/<teacher>")
+            raise ConfigError("pass exactly one of --student runs/<student> or --teacher runs/<teacher>")
         if self.opset < MIN_OPSET:
-            raise ValueError(f"--opset {self.opset} is below {MIN_OPSET}, the first with LayerNormalization")
+            raise ConfigError(f"--opset {self.opset} is below {MIN_OPSET}, the first with LayerNormalization")
         if self.max_unrolled_depth < 0:
-            raise ValueError("--max-unrolled-depth must be >= 0")
+            raise ConfigError("--max-unrolled-depth must be >= 0")
         if not self.tolerance > 0:
-            raise ValueError("--tolerance must be positive")
+            raise ConfigError("--tolerance must be positive")
         if self.parity_samples < 1 or self.parity_env_steps < 0:
-            raise ValueError("--parity-samples must be positive and --parity-env-steps >= 0")
+            raise ConfigError("--parity-samples must be positive and --parity-env-steps >= 0")
         if self.step is not None and self.step < 0:
-            raise ValueError("--step must be >= 0")
+            raise ConfigError("--step must be >= 0")
 
     @property
     def kind(self) -> str:

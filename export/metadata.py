@@ -17,8 +17,9 @@ another language) can read it without our code. Fields of every model:
 ``success_threshold``  the task's success radius (distance in goal space)
 ``input_normalization``  how inputs are scaled before the graph (today: none, raw values)
 ``inputs/outputs``     ``[{"name", "shape" (with "B" for the batch), "description"}]``
-``architecture``       ``{"network": "actor" | ..., "crl_networks": CRLNetworks dict, "blocks_as":
-                       "unrolled" | "loop"}``
+``architecture``       ``{"network": "actor" | ..., "arch": "residual" | "mlp" | "nnx", "depth", "width",
+                       "num_params", "networks": the networks' to_dict() (networks.json), "blocks_as":
+                       "unrolled" | "loop"}`` (files before 0.2: ``crl_networks`` for ``networks``)
 ``provenance``         ``{"run_kind", "run", "step", "teacher": {"run", "step", "depth", "width"}}``
 ``deepdistill_version``  version that wrote the file
 ``parity``             ``{"tolerance", "max_abs_err", "random": {...}, "task": {...}}`` against JAX
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import json
 from typing import Any, Mapping
+
+from deepdistill.core.errors import UserError
 
 SCHEMA_VERSION = 1
 PREFIX = "deepdistill."
@@ -58,7 +61,7 @@ REQUIRED = (
 )
 
 
-class MetadataError(ValueError):
+class MetadataError(UserError):
     """A model file lacks our metadata, or carries a version or shape this code cannot use."""
 
 

@@ -16,14 +16,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from deepdistill.core.errors import ConfigError, RunError
 from deepdistill.export.convert import ModelDef
+from deepdistill.export.runtime import session_options
 from deepdistill.teacher.envs import EnvSpec, make_env
 
 SINGLE_SAMPLE_CHECKS = 8  # samples also run at batch 1 (another kernel path in onnxruntime)
 
 
-class ParityError(ValueError):
-    """The ONNX model disagrees with the JAX model; nothing was written."""
+class ParityError(RuntimeError):
+    """The ONNX model disagrees with the JAX model (a bug in the conversion, not the user's fault);
+    nothing was written."""
 
 
 def parity_inputs(spec: EnvSpec, n: int, env_steps: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
@@ -48,8 +51,8 @@ def task_states(spec: EnvSpec, n: int, env_steps: int, seed: int) -> tuple[np.nd
     n_envs = max(1, -(-n // (len(splits) * steps)))
     try:
         rollout = _rollout(spec.name, spec.episode_length, splits, n_envs, steps)
-    except KeyError as e:
-        raise ParityError(f"task {spec.name!r} of the run is not registered in this version ({e}); cannot check parity") from None
+    except ConfigError as e:
+        raise RunError(f"task {spec.name!r} of the run is not registered in this version ({e}); cannot check parity") from None
     obs = np.asarray(rollout(jax.random.PRNGKey(seed)), np.float32)
     pick = np.random.default_rng(seed + 1).permutation(len(obs))[:n]
     return obs[pick, : spec.state_size], obs[pick, spec.state_size :]
@@ -79,12 +82,7 @@ def _rollout(task: str, episode_length: int, splits: tuple[str, ...], n_envs: in
 
 def session(model_bytes: bytes) -> ort.InferenceSession:
     """A CPU session with the runtime's options (one thread, all graph optimisations)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model_bytes, session_options(1), providers=["CPUExecutionProvider"])
 
 
 def check_parity(d: ModelDef, model: onnx.ModelProto, inputs: dict[str, dict[str, np.ndarray]], tolerance: float) -> dict:

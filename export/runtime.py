@@ -19,7 +19,6 @@ This module must not import JAX (a test runs it where JAX cannot be imported).
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import threading
@@ -29,12 +28,14 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from deepdistill.core.errors import UserError
+from deepdistill.export.compat import bound_runner
 from deepdistill.export.metadata import MetadataError, decode, input_sizes
 
 __all__ = ["OnnxModel", "OnnxPolicy", "PolicyError", "PolicyFileError", "PolicyInputError", "default_providers"]
 
 
-class PolicyError(ValueError):
+class PolicyError(UserError):
     """Base class of the errors of this module."""
 
 
@@ -50,6 +51,18 @@ def default_providers() -> list[str]:
     """CUDA when this onnxruntime build offers it (onnxruntime-gpu), else the CPU."""
     available = ort.get_available_providers()
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """The options of every session we create: ``threads`` intra-op threads, sequential execution,
+    all graph optimisations, errors only in the log."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
 
 
 class OnnxModel:
@@ -74,21 +87,15 @@ class OnnxModel:
         if not path.is_file():
             raise PolicyFileError(f"{path}: no such file; export a run first (`export-onnx --student runs/<student>`)")
         if threads < 1:
-            raise ValueError(f"threads={threads} must be at least 1")
+            raise PolicyError(f"threads={threads} must be at least 1")
         providers = list(providers or default_providers())
         missing = [p for p in providers if p not in ort.get_available_providers()]
         if missing:
-            raise ValueError(f"execution providers {missing} are not in this onnxruntime build (it has {ort.get_available_providers()})")
+            raise PolicyError(f"execution providers {missing} are not in this onnxruntime build (it has {ort.get_available_providers()})")
         self.path = path
         self.check_finite = check_finite
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for every kind of bad file
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise PolicyFileError(f"{path}: not a loadable ONNX model ({reason[:300]})") from None
@@ -222,11 +229,7 @@ class OnnxPolicy(OnnxModel):
             binding.bind_output(self.output_name, "cpu", 0, np.float32, list(self._out_buf.shape), self._out_buf.ctypes.data)
             self._binding = binding
             self._obs_shape, self._goal_shape = (self.observation_size,), (self.goal_size,)
-            try:  # the C++ session directly: the Python wrapper's checks cost ~1 us per call and are
-                # about GPU graph capture, which a CPU session never uses
-                self._run_bound = functools.partial(self.session._sess.run_with_iobinding, binding._iobinding, None)
-            except AttributeError:
-                self._run_bound = functools.partial(self.session.run_with_iobinding, binding)
+            self._run_bound = bound_runner(self.session, binding)
 
     def act(self, observation: Any, goal: Any) -> np.ndarray:
         """``[S], [G] -> [A]`` or ``[B, S], [B, G] -> [B, A]`` (float32, in the action range)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +21,10 @@ from deepdistill.export import graph, metadata
 from deepdistill.export.config import MODEL_FILES, ExportConfig
 from deepdistill.export.convert import ModelDef, model_defs, to_onnx_model
 from deepdistill.export.parity import check_parity, parity_inputs
-from deepdistill.teacher.checkpoint import Checkpointer, PolicyRun, check_run, load_policy_run
+from deepdistill.core.checkpoint import Checkpointer
+from deepdistill.core.errors import ConfigError, UserError
+from deepdistill.core.policy import PolicyRun, load_policy_run
+from deepdistill.core.rundir import check_run, write_temp
 
 MAX_FILE_BYTES = 2**31 - 1  # protobuf's limit for one file
 
@@ -38,10 +40,10 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
     out = cfg.out_dir
     files = MODEL_FILES if cfg.encoders else MODEL_FILES[:1]
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a directory")
+        raise ConfigError(f"--out {out} is a file, not a directory")
     existing = [f for f in files if (out / f).exists()]
     if existing and not cfg.overwrite:
-        raise ValueError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace, or choose another --out")
+        raise ConfigError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace, or choose another --out")
     if cfg.step is not None:
         ckpt = Checkpointer(cfg.run_dir, read_only=True)
         try:
@@ -49,7 +51,7 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
         finally:
             ckpt.close()
         if cfg.step not in steps:
-            raise ValueError(f"--step {cfg.step}: {cfg.flag} {cfg.run_dir} has checkpoints at steps {steps or 'none'}")
+            raise ConfigError(f"--step {cfg.step}: {cfg.flag} {cfg.run_dir} has checkpoints at steps {steps or 'none'}")
     t0 = time.perf_counter()
     run = load_policy_run(cfg.run_dir, cfg.kind, cfg.flag, cfg.step)
     _print(f"loaded the {run.kind} run {cfg.run_dir} (step {run.step}) in {time.perf_counter() - t0:.1f} s")
@@ -71,7 +73,7 @@ def export_policy(run: PolicyRun, out: Path, cfg: ExportConfig, log: Callable[[s
         attach_metadata(model, {**base, **model_metadata(d, run), "parity": figures})
         size = model.ByteSize()
         if size > MAX_FILE_BYTES:
-            raise ValueError(f"{d.name}.onnx would be {size / 2**30:.1f} GiB, past the 2 GiB limit of one ONNX file")
+            raise UserError(f"{d.name}.onnx would be {size / 2**30:.1f} GiB, past the 2 GiB limit of one ONNX file")
         models.append((d, model))
         counts = graph.op_counts(model)
         log(
@@ -123,18 +125,20 @@ def run_metadata(run: PolicyRun) -> dict[str, Any]:
 
 
 def model_metadata(d: ModelDef, run: PolicyRun) -> dict[str, Any]:
-    mlp = getattr(run.nets, d.network)
+    summary = run.nets.describe()
+    prefix = "actor" if d.network == "actor" else "critic"
     return {
         "model": d.name,
         "inputs": [p.to_dict() for p in d.inputs],
         "outputs": [d.output.to_dict()],
         "architecture": {
             "network": d.network,
-            "depth": mlp.depth,
-            "width": mlp.width,
-            "num_params": mlp.num_params(),
+            "arch": summary["arch"],
+            "depth": summary.get(f"{prefix}_depth"),
+            "width": summary.get(f"{prefix}_width"),
+            "num_params": run.nets.num_params()[d.network],
             "blocks_as": "loop" if d.looped else "unrolled",
-            "crl_networks": run.nets.to_dict(),
+            "networks": run.nets.to_dict(),
         },
     }
 
@@ -158,26 +162,14 @@ def write_models(out: Path, models: list[tuple[ModelDef, onnx.ModelProto]]) -> N
     from deepdistill.export.runtime import OnnxModel
 
     out.mkdir(parents=True, exist_ok=True)
-    mode = 0o666 & ~_umask()
     temps: list[tuple[str, Path]] = []
     try:
         for d, model in models:
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{d.name}.", suffix=".onnx.tmp")
-            temps.append((d.name, Path(tmp)))
-            with os.fdopen(fd, "wb") as f:
-                f.write(model.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)  # mkstemp makes 0600 files; give the usual permissions
+            tmp = write_temp(out / f"{d.name}.onnx", model.SerializeToString())
+            temps.append((d.name, tmp))
             OnnxModel(tmp, model=d.name)  # metadata and graph readable by the controller-side loader
         for name, tmp in temps:
             os.replace(tmp, out / f"{name}.onnx")
     finally:
         for _, tmp in temps:
             tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -1,6 +1,7 @@
 """Deep contrastive-RL teachers: environments, residual networks, CRL losses, training, checkpoints."""
 
-from deepdistill.teacher.checkpoint import PolicyRun, RunError, load_policy_run, load_teacher
+from deepdistill.core.errors import RunError
+from deepdistill.core.policy import PolicyRun, load_policy_run, load_teacher
 from deepdistill.teacher.config import ConfigError, TeacherConfig
 from deepdistill.teacher.envs import EnvSpec, GoalEnv, list_envs, make_env
 from deepdistill.teacher.networks import CRLNetworks, ResidualMLP

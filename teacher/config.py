@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Optional
 
+from deepdistill.core.errors import ConfigError
 from deepdistill.teacher.networks import validate_depth
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the fix."""
+__all__ = ["ConfigError", "TeacherConfig"]
 
 
 @dataclasses.dataclass(frozen=True)

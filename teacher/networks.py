@@ -20,11 +20,12 @@ Parameters are a plain pytree (nested dicts of arrays): nothing framework-specif
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Params = dict[str, Any]
 
@@ -35,7 +36,7 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 # One unbound flax LayerNorm, applied with explicit parameters: jax2onnx recognises it and emits a
 # single ONNX LayerNormalization node.
 _LAYER_NORM = nn.LayerNorm(epsilon=LN_EPSILON)
-_KERNEL_INIT = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+KERNEL_INIT = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 # What a block keeps for its backward pass (without ``remat``): its matmul outputs only.
 _SAVE_MATMULS = jax.checkpoint_policies.dots_saveable
 
@@ -99,15 +100,15 @@ class ResidualMLP:
         w, nb, L = self.width, self.num_blocks, LAYERS_PER_BLOCK
         params: Params = {
             "input": {
-                "kernel": _KERNEL_INIT(k_in, (self.in_dim, w)),
+                "kernel": KERNEL_INIT(k_in, (self.in_dim, w)),
                 "bias": jnp.zeros((w,)),
                 "scale": jnp.ones((w,)),
                 "offset": jnp.zeros((w,)),
             },
-            "output": {"kernel": _KERNEL_INIT(k_out, (w, self.out_dim)), "bias": jnp.zeros((self.out_dim,))},
+            "output": {"kernel": KERNEL_INIT(k_out, (w, self.out_dim)), "bias": jnp.zeros((self.out_dim,))},
         }
         if nb:
-            kernels = jax.vmap(lambda k: _KERNEL_INIT(k, (w, w)))(jax.random.split(k_blocks, nb * L))
+            kernels = jax.vmap(lambda k: KERNEL_INIT(k, (w, w)))(jax.random.split(k_blocks, nb * L))
             params["blocks"] = {
                 "kernel": kernels.reshape(nb, L, w, w),
                 "bias": jnp.zeros((nb, L, w)),
@@ -136,8 +137,13 @@ class ResidualMLP:
 class CRLNetworks:
     """phi(s, a), psi(g) and the actor pi(a | s, g): three instances of the one residual MLP.
 
-    The encoders share a class and differ only in their input (state+action, or goal).
+    The encoders share a class and differ only in their input (state+action, or goal). This is the
+    ``residual`` implementation of :class:`deepdistill.student.interface.PolicyNetworks`: the
+    teacher, and the default student at any smaller depth and width.
     """
+
+    arch: ClassVar[str] = "residual"
+    has_encoders: ClassVar[bool] = True
 
     state_size: int
     goal_size: int
@@ -168,12 +174,34 @@ class CRLNetworks:
     def num_params(self) -> dict[str, int]:
         return {n: getattr(self, n).num_params() for n in ("actor", "sa_encoder", "goal_encoder")}
 
+    def flops_per_action(self) -> int:
+        return self.actor.flops_per_sample()
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": self.arch, "actor_depth": self.actor_depth, "actor_width": self.actor_width,
+                "critic_depth": self.critic_depth, "critic_width": self.critic_width}
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"arch": self.arch, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CRLNetworks":
-        return cls(**d)
+        return cls(**{k: v for k, v in d.items() if k != "arch"})
+
+    def export_fn(self, network: str, params: Params, max_unrolled_depth: int):
+        """See :meth:`PolicyNetworks.export_fn`. The actor's output layer keeps only its ``mean``
+        columns (``log_std`` is never computed); networks deeper than ``max_unrolled_depth`` run
+        their blocks in one ``lax.scan`` (-> one ONNX ``Loop``)."""
+        mlp = getattr(self, network)
+        looped = mlp.depth > max_unrolled_depth
+        if network == "actor":
+            A = self.action_size
+            mean_mlp = dataclasses.replace(mlp, out_dim=A)
+            mean_params = {**params, "output": {k: v[..., :A] for k, v in params["output"].items()}}
+            return (lambda observation, goal: export_forward(mean_mlp, mean_params, jnp.concatenate([observation, goal], -1), looped)), looped
+        if network == "sa_encoder":
+            return (lambda observation, action: export_forward(mlp, params, jnp.concatenate([observation, action], -1), looped)), looped
+        return (lambda goal: export_forward(mlp, params, goal, looped)), looped
 
     # --- forward passes (``unroll`` only changes how blocks are applied, never the result) ---
     def phi(self, params: Params, state: jax.Array, action: jax.Array, unroll: bool = False) -> jax.Array:
@@ -186,14 +214,17 @@ class CRLNetworks:
 
     def policy(self, params: Params, state: jax.Array, goal: jax.Array, unroll: bool = False) -> tuple[jax.Array, jax.Array]:
         """``[B, S], [B, G] -> mean [B, A], log_std [B, A]`` of the pre-tanh Gaussian."""
-        out = self.actor.apply(params, jnp.concatenate([state, goal], -1), unroll)
-        mean, raw = jnp.split(out, 2, axis=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
-        return mean, log_std
+        return gaussian_head(self.actor.apply(params, jnp.concatenate([state, goal], -1), unroll))
 
     def deterministic_action(self, params: Params, state: jax.Array, goal: jax.Array, unroll: bool = False) -> jax.Array:
         """tanh(mean), in [-1, 1]: the action the evaluation and the ONNX export use."""
         return jnp.tanh(self.policy(params, state, goal, unroll)[0])
+
+
+def gaussian_head(out: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Actor output ``[B, 2A]`` -> ``mean [B, A]``, ``log_std [B, A]`` (squashed into [LOG_STD_MIN, LOG_STD_MAX])."""
+    mean, raw = jnp.split(out, 2, axis=-1)
+    return mean, LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
 
 
 def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -207,3 +238,32 @@ def tanh_gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) ->
     gauss = -0.5 * ((u - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
     log_det = 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))  # log(1 - tanh(u)^2)
     return jnp.sum(gauss - log_det, axis=-1)
+
+
+def export_forward(mlp: ResidualMLP, params: Params, x: jax.Array, loop: bool) -> jax.Array:
+    """``mlp.apply`` for the ONNX export, parameters given as numpy constants. Unrolled: the
+    network's own code. Looped: the same layers, with the stacked block parameters cut per layer
+    beforehand (numpy), so the Loop body indexes nothing."""
+    if not loop or mlp.num_blocks == 0:
+        return mlp.apply(params, x, unroll=True)
+    blocks = params["blocks"]
+    per_layer = tuple(jax.tree.map(lambda a, i=i: np.ascontiguousarray(a[:, i]), blocks) for i in range(LAYERS_PER_BLOCK))
+
+    def block(h, layers):
+        y = h
+        for p in layers:
+            y = _dense_ln_swish(y, p)
+        return h + y, None
+
+    h = _dense_ln_swish(x, params["input"])
+    h, _ = jax.lax.scan(block, h, per_layer)
+    return h @ params["output"]["kernel"] + params["output"]["bias"]
+
+
+def _register() -> None:
+    from deepdistill.student.interface import register_architecture
+
+    register_architecture(CRLNetworks.arch, CRLNetworks.from_dict)
+
+
+_register()

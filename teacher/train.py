@@ -1,16 +1,13 @@
-"""Contrastive RL training: one jitted epoch = ``lax.scan`` over (collect, insert, SGD steps).
+"""Contrastive RL: the teacher's state, data step and SGD step, plugged into the shared epoch shell.
 
-All training state lives in one pytree (``TrainState``). Python only evaluates, logs and
-checkpoints between epochs. Data parallelism: a 1-D device mesh ``("data",)``; parameters and
-optimiser states are replicated, environments and the replay buffer are split along the
-environment axis, and XLA (GSPMD) partitions the rest, so one device and many give the same
-numbers up to float reduction order.
+All training state lives in one pytree (``TrainState``). One jitted epoch = ``lax.scan`` over
+(collect, insert, SGD steps) (:mod:`deepdistill.core.epoch`, which also shards it over devices);
+Python only evaluates, logs and checkpoints between epochs (:mod:`deepdistill.core.runner`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import flax.struct
@@ -18,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from deepdistill.teacher import losses, replay as rb
+from deepdistill.core import replay as rb
+from deepdistill.core.epoch import DataParallel, collect, make_epoch, replay_capacity
+from deepdistill.teacher import losses
 from deepdistill.teacher.config import TeacherConfig
 from deepdistill.teacher.envs import GoalEnv
 from deepdistill.teacher.networks import CRLNetworks, sample_tanh_gaussian
@@ -80,10 +78,8 @@ class Schedule:
         per_iter = U * E
         sgd = max(1, round(per_iter / cfg.env_steps_per_sgd_step))
         iters = max(1, round(cfg.eval_every / per_iter))
-        # Capacity: whole episodes, at least one episode more than the prefill.
-        cap = max(cfg.replay_steps_per_env, cfg.min_replay_steps + episode_length)
-        cap = math.ceil(cap / episode_length) * episode_length
-        prefill = max(1, math.ceil(max(cfg.min_replay_steps, 2) / U))
+        cap = replay_capacity(cfg.replay_steps_per_env, episode_length, cfg.min_replay_steps)
+        prefill = max(1, -(-max(cfg.min_replay_steps, 2) // U))
         return cls(episode_length, U, E, iters, sgd, cap, prefill)
 
 
@@ -102,23 +98,24 @@ class Trainer:
         self.cfg, self.env, self.spec = cfg, env, env.spec
         self.nets = make_networks(cfg, env.spec)
         self.sched = Schedule.from_config(cfg, env.spec.episode_length)
-        devices = list(devices if devices is not None else jax.devices())
-        cfg.validate_for_env(env.spec.episode_length, len(devices))
-        self.mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+        self.parallel = DataParallel(devices)
+        cfg.validate_for_env(env.spec.episode_length, self.parallel.size)
+        self.mesh = self.parallel.mesh
         total_sgd = max(1, cfg.total_env_steps // (self.sched.unroll_length * cfg.num_envs) * self.sched.sgd_per_iter)
         self.actor_tx = optax.adam(learning_rate(cfg.actor_lr, cfg.lr_schedule, total_sgd))
         self.critic_tx = optax.adam(learning_rate(cfg.critic_lr, cfg.lr_schedule, total_sgd))
         self.alpha_tx = optax.adam(cfg.alpha_lr)
         self.target_entropy = cfg.target_entropy_scale * env.spec.action_size
         self.trace_count = 0  # incremented each time the epoch function is traced
-        abstract = jax.eval_shape(self._init, jax.random.PRNGKey(0))
-        self.shardings = self._shardings(abstract)
-        self.abstract_state = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.shardings
-        )
-        self.init = jax.jit(self._init, out_shardings=self.shardings)
-        self.epoch = jax.jit(self._epoch, in_shardings=(self.shardings,), out_shardings=(self.shardings, None), donate_argnums=0)
-        self.prefill = jax.jit(self._prefill, in_shardings=(self.shardings,), out_shardings=self.shardings, donate_argnums=0)
+        epoch = make_epoch(lambda ts, k: self._collect(ts, k, random_actions=False), self._sgd_step,
+                           self.sched.iters_per_epoch, self.sched.sgd_per_iter)
+
+        def counted_epoch(ts):
+            self.trace_count += 1
+            return epoch(ts)
+
+        self.shardings, self.abstract_state, self.init, self.epoch, self.prefill = self.parallel.compile(
+            self._init, counted_epoch, self._prefill)
 
     # --- state ----------------------------------------------------------------------------------------
     def _init(self, key: jax.Array) -> TrainState:
@@ -140,39 +137,20 @@ class Trainer:
             sgd_steps=jnp.zeros((), jnp.int32),
         )
 
-    def _shardings(self, abstract: TrainState) -> TrainState:
-        rep = NamedSharding(self.mesh, P())
-        by_env = NamedSharding(self.mesh, P("data"))
-        by_env_t = NamedSharding(self.mesh, P(None, "data"))
-        shard = jax.tree.map(lambda _: rep, abstract)
-        return shard.replace(
-            env_state=jax.tree.map(lambda a: by_env if a.ndim else rep, abstract.env_state),
-            replay=abstract.replay.replace(states=by_env_t, actions=by_env_t, written=rep),
-        )
-
     # --- data collection -------------------------------------------------------------------------------
     def _collect(self, ts: TrainState, key: jax.Array, random_actions: bool) -> TrainState:
-        """``unroll_length`` steps of every env with the stochastic actor; insert them in the replay."""
-        S, E = self.spec.state_size, self.cfg.num_envs
-        k_reset, k_act = jax.random.split(key)
-        new_episode = ts.replay.written % self.spec.episode_length == 0
-        env_state = jax.lax.cond(
-            new_episode,
-            lambda: jax.vmap(self.env.reset)(jax.random.split(k_reset, E)),
-            lambda: ts.env_state,
-        )
+        """``unroll_length`` steps of every env with the stochastic actor (or uniform random actions
+        while prefilling); the robot states and actions go into the replay."""
+        S, A = self.spec.state_size, self.spec.action_size
 
-        def step(s, k):
-            state, goal = s.obs[:, :S], s.obs[:, S:]
+        def act(obs, k):
             if random_actions:
-                action = jax.random.uniform(k, (E, self.spec.action_size), minval=-1.0, maxval=1.0)
-            else:
-                action, _ = sample_tanh_gaussian(k, *self.nets.policy(ts.actor, state, goal))
-            s2 = jax.vmap(self.env.step)(s, action)
-            return s2, (state, action)
+                return jax.random.uniform(k, (obs.shape[0], A), minval=-1.0, maxval=1.0), ()
+            return sample_tanh_gaussian(k, *self.nets.policy(ts.actor, obs[:, :S], obs[:, S:]))[0], ()
 
-        env_state, (states, actions) = jax.lax.scan(step, env_state, jax.random.split(k_act, self.cfg.unroll_length))
-        return ts.replace(env_state=env_state, replay=rb.insert(ts.replay, states, actions))
+        env_state, replay, _ = collect(self.env, ts.env_state, ts.replay, key, act, self.cfg.unroll_length,
+                                       store=lambda obs: obs[:, :S])
+        return ts.replace(env_state=env_state, replay=replay)
 
     def _prefill(self, ts: TrainState) -> TrainState:
         def body(ts, _):
@@ -215,22 +193,6 @@ class Trainer:
         )
         return ts, {**a_metrics, **c_metrics, "alpha": alpha}
 
-    def _epoch(self, ts: TrainState) -> tuple[TrainState, dict]:
-        self.trace_count += 1
-
-        def iteration(ts, _):
-            key, k_collect, k_sgd = jax.random.split(ts.key, 3)
-            ts = self._collect(ts.replace(key=key), k_collect, random_actions=False)
-            ts, metrics = jax.lax.scan(self._sgd_step, ts, jax.random.split(k_sgd, self.sched.sgd_per_iter))
-            return ts, metrics
-
-        ts, metrics = jax.lax.scan(iteration, ts, None, length=self.sched.iters_per_epoch)
-        return ts, jax.tree.map(jnp.mean, metrics)
-
     # --- evaluation ------------------------------------------------------------------------------------
     def policy(self, actor_params, state, goal):
         return self.nets.deterministic_action(actor_params, state, goal)
-
-
-def host_metrics(metrics: dict) -> dict[str, float]:
-    return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}

@@ -1,18 +1,22 @@
 """Distillation end to end on a tiny teacher: the teacher is untouched, the student learns, and it reloads."""
 
 import json
+import os
 import subprocess
 import sys
+import textwrap
 
 import jax
 import numpy as np
 import pytest
 
 from deepdistill.distill.cli import main as cli_main
+from deepdistill.core.errors import ConfigError
 from deepdistill.distill.config import DistillConfig
-from deepdistill.distill.run import check_compatible, distill
+from deepdistill.core.policy import check_compatible
+from deepdistill.distill.run import distill
 from deepdistill.student import load_student
-from deepdistill.teacher.checkpoint import load_teacher
+from deepdistill.core.policy import load_teacher
 from deepdistill.teacher.config import TeacherConfig
 from deepdistill.teacher.run import train_teacher
 
@@ -83,6 +87,8 @@ def test_resume_finishes_the_run(teacher_run, tmp_path):
         (["--action-mse", "0", "--repr", "0", "--relational", "0"], "all loss weights are zero"),
         (["--data", "bogus"], "--data 'bogus' is unknown; choose one of: teacher, dagger"),
         (["--depth", "3"], "--depth=3 is not a multiple of 4"),
+        (["--arch", "cnn"], "--arch 'cnn' is unknown; choose one of: residual, mlp"),
+        (["--arch", "mlp", "--activation", "gelu"], "--activation 'gelu' is unknown"),
     ],
 )
 def test_bad_input_exits_2(teacher_run, tmp_path, args, needle, capsys):
@@ -113,14 +119,14 @@ def test_distill_cli_end_to_end(teacher_run, tmp_path):
 def test_teacher_replay_buffer_as_extra_data(teacher_run, tmp_path):
     from deepdistill.distill.run import load_teacher_replay
     from deepdistill.distill.train import Distiller
-    from deepdistill.student.networks import make_student
+    from deepdistill.student import make_student
     from deepdistill.teacher.envs import make_env
 
     teacher = load_teacher(teacher_run)
     replay = load_teacher_replay(teacher)
     assert int(replay.written) > 0
     cfg = tiny(teacher_run, tmp_path / "s", teacher_buffer_fraction=0.5)
-    d = Distiller(cfg, make_env("point_arena", training=True), teacher.nets, make_student(teacher.nets, 0, 16),
+    d = Distiller(cfg, make_env("point_arena", training=True), teacher.nets, make_student("residual", teacher.nets, 0, 16),
                   teacher_replay=replay)
     ds = d.prefill(d.init(jax.random.PRNGKey(0)), teacher.params)
     batch = d.sample_batch(ds, jax.random.PRNGKey(1))
@@ -128,3 +134,78 @@ def test_teacher_replay_buffer_as_extra_data(teacher_run, tmp_path):
     half = cfg.batch_size // 2
     from_teacher = [np.any(np.all(stored == s, axis=1)) for s in np.asarray(batch["state"])]
     assert all(from_teacher[half:]) and not any(from_teacher[:half])
+
+
+def test_two_devices_match_one_device():
+    """Distillation is data-parallel like the teacher: 2 forced CPU devices give 1 device's numbers."""
+    code = textwrap.dedent(
+        """
+        import jax, numpy as np
+        from deepdistill.core.errors import ConfigError
+from deepdistill.distill.config import DistillConfig
+        from deepdistill.distill.train import Distiller
+        from deepdistill.student import make_student
+        from deepdistill.teacher.envs import make_env
+        from deepdistill.teacher.networks import CRLNetworks
+        assert len(jax.devices()) == 2
+        env = make_env("point_arena", training=True)
+        s = env.spec
+        teacher = CRLNetworks(s.state_size, s.goal_size, s.action_size, repr_dim=8, actor_width=32, actor_depth=4,
+                              critic_width=32, critic_depth=4)
+        tparams = teacher.init(jax.random.PRNGKey(3))
+        cfg = DistillConfig(depth=0, width=16, steps=100, batch_size=64, num_envs=16, unroll_length=25,
+                            sgd_steps_per_unroll=25, replay_steps_per_env=200, eval_every=50, data="dagger",
+                            beta_schedule="constant", beta_start=0.5, action_kl=0.1)
+        out = []
+        for devices in (jax.devices()[:1], jax.devices()):
+            d = Distiller(cfg, env, teacher, make_student("residual", teacher, 0, 16), devices=devices)
+            ds = d.prefill(d.init(jax.random.PRNGKey(0)), tparams)
+            ds, m = d.epoch(ds, tparams)
+            ds, m = d.epoch(ds, tparams)
+            out.append(jax.device_get((ds.student, ds.replay.states, ds.teacher_acted, m)))
+        assert len(ds.replay.states.sharding.device_set) == 2, ds.replay.states.sharding
+        for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+        print("MATCH", float(out[0][2]))
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0 and "MATCH" in r.stdout, r.stderr[-3000:]
+    assert float(r.stdout.split()[-1]) > 0  # the teacher acted on some steps: the DAgger mix ran
+
+
+def test_plain_mlp_student_learns_and_reloads(teacher_run, tmp_path):
+    result = distill(tiny(teacher_run, tmp_path / "m", arch="mlp", depth=1, width=32, data="teacher"))
+    metrics = [json.loads(l) for l in open(tmp_path / "m" / "metrics.jsonl")]
+    assert metrics[-1]["train/action_mse"] < metrics[0]["train/action_mse"]
+    student = load_student(tmp_path / "m")
+    assert student.nets.to_dict()["arch"] == "mlp" and student.nets.actor_depth == 1
+    assert result["student"]["params"] == sum(student.num_params().values())
+    info = json.load(open(tmp_path / "m" / "run.json"))
+    assert info["teacher"]["arch"] == "residual" and info["teacher"]["actor_depth"] == 8
+
+
+def test_a_users_nnx_policy_is_distilled_resumed_and_reloaded(teacher_run, tmp_path, monkeypatch):
+    from deepdistill.student import NNXNetworks
+
+    (tmp_path / "my_nets.py").write_text(
+        "from flax import nnx\n"
+        "class Policy(nnx.Module):\n"
+        "    def __init__(self, in_dim, out_dim, rngs, hidden=16):\n"
+        "        self.l1 = nnx.Linear(in_dim, hidden, rngs=rngs)\n"
+        "        self.l2 = nnx.Linear(hidden, out_dim, rngs=rngs)\n"
+        "    def __call__(self, x):\n"
+        "        return self.l2(nnx.swish(self.l1(x)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    teacher = load_teacher(teacher_run)
+    student = NNXNetworks.for_task(teacher.spec, "my_nets:Policy", policy_kwargs={"hidden": 24})
+    with pytest.raises(ConfigError, match="no encoders: set --repr 0 and --relational 0"):
+        distill(tiny(teacher_run, tmp_path / "n"), student=student)
+    cfg = tiny(teacher_run, tmp_path / "n", repr=0.0, relational=0.0, action_kl=0.0, steps=150)
+    distill(cfg, student=student)
+    distill(tiny(teacher_run, tmp_path / "n", repr=0.0, relational=0.0, action_kl=0.0, steps=300, resume=True))
+    steps = [json.loads(l)["sgd_steps"] for l in open(tmp_path / "n" / "metrics.jsonl")]
+    assert steps == [150, 300]
+    loaded = load_student(tmp_path / "n")
+    assert loaded.nets == student and loaded.num_params() == {"actor": (4 * 24 + 24) + (24 * 4 + 4)}

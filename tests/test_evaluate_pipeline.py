@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepdistill.distill.evaluate import compare
+from deepdistill.evaluate.compare import compare
 from deepdistill.pipeline import PipelineConfig, run_pipeline
-from deepdistill.teacher.checkpoint import load_policy_run, load_teacher
+from deepdistill.core.policy import load_policy_run, load_teacher
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def run_cli(*args, timeout=300):
     ],
 )
 def test_evaluate_bad_input(pipeline_out, tmp_path, extra, needle):
-    args = ["deepdistill.distill.evaluate_cli", "--teacher", str(pipeline_out / "teacher"),
+    args = ["deepdistill.evaluate.cli", "--teacher", str(pipeline_out / "teacher"),
             "--student", str(pipeline_out / "student_d0_w32"), "--out", str(tmp_path / "r"), *extra]
     r = run_cli(*args)
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -78,7 +78,7 @@ def test_evaluate_refuses_a_student_of_another_task(pipeline_out, tmp_path):
     spec = json.loads((other / "env_spec.json").read_text())
     spec["name"] = "point_maze"
     (other / "env_spec.json").write_text(json.dumps(spec))
-    r = run_cli("deepdistill.distill.evaluate_cli", "--teacher", str(pipeline_out / "teacher"),
+    r = run_cli("deepdistill.evaluate.cli", "--teacher", str(pipeline_out / "teacher"),
                 "--student", str(other), "--out", str(tmp_path / "r"))
     assert r.returncode == 2 and "was distilled on task 'point_maze'" in r.stderr
 

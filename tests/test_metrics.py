@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from deepdistill.distill.metrics import action_agreement, linear_cka, pearson
+from deepdistill.evaluate.metrics import action_agreement, linear_cka, pearson
 
 RNG = np.random.default_rng(0)
 

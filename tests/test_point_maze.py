@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from deepdistill.core.errors import ConfigError
 from deepdistill.teacher.envs import list_envs, make_env
 
 ENV = make_env("point_maze")
@@ -20,7 +21,7 @@ def cell_is_wall(env, xy):
 def test_registry_lists_the_embedded_tasks():
     envs = list_envs()
     assert "point_maze" in envs and "point_arena" in envs
-    with pytest.raises(KeyError, match="unknown env 'nope'"):
+    with pytest.raises(ConfigError, match="--env 'nope' is unknown"):
         make_env("nope")
 
 

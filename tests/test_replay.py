@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepdistill.teacher import replay as rb
+from deepdistill.core import replay as rb
 
 
 def test_truncated_geometric_matches_its_distribution():

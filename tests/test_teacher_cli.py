@@ -27,7 +27,7 @@ def test_help_lists_the_flags():
     [
         (["--depth", "6"], "--depth=6 is not a multiple of 4"),
         (["--critic-depth", "10"], "--critic-depth=10 is not a multiple of 4"),
-        (["--env", "nope"], "unknown env 'nope'"),
+        (["--env", "nope"], "--env 'nope' is unknown"),
         (["--num-envs", "0"], "--num-envs must be positive"),
         (["--unroll-length", "30"], "--unroll-length 30 must divide"),
         (["--gamma", "1.5"], "--gamma must be in (0, 1]"),

@@ -11,7 +11,7 @@ import time
 import jax
 import numpy as np
 
-from deepdistill.teacher.checkpoint import load_teacher
+from deepdistill.core.policy import load_teacher
 from deepdistill.teacher.config import TeacherConfig
 from deepdistill.teacher.envs import make_env
 from deepdistill.teacher.run import train_teacher

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from brax import math as brax_math
 
-from deepdistill.distill import viewer as V
-from deepdistill.distill.evaluate import host_act, write_report
-from deepdistill.teacher.checkpoint import PolicyRun
+from deepdistill.evaluate import viewer as V
+from deepdistill.evaluate.compare import host_act
+from deepdistill.evaluate.report import write_report
+from deepdistill.core.policy import PolicyRun
 from deepdistill.teacher.envs import make_env
 from deepdistill.teacher.envs.brax_tasks import ReacherGoal
 from deepdistill.teacher.networks import CRLNetworks
-from deepdistill.teacher.rollout import split_key
+from deepdistill.core.rollout import split_key
 
 T, EPISODES, SEED = 12, 4, 7
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from deepdistill.core.errors import ConfigError
+
 from deepdistill.teacher.envs.base import EnvSpec, GoalEnv
 from deepdistill.teacher.envs.point_maze import OPEN_ARENA, U_MAZE, PointMaze
 
@@ -32,7 +34,7 @@ def make_env(name: str, training: bool = False, episode_length: int | None = Non
     """Build task ``name``; ``episode_length`` overrides the task's default (short smoke runs)."""
     _load_optional()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown env {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"--env {name!r} is unknown; choose one of: {', '.join(sorted(_REGISTRY))}")
     overrides = {} if episode_length is None else {"episode_length": int(episode_length)}
     return _REGISTRY[name][0](training, **overrides)
 

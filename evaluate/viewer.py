@@ -1,6 +1,6 @@
 """Brax's HTML viewer for the Brax tasks: one episode per policy, all toward the same goal.
 
-``episode_runner(env)`` runs one episode of any policy ``act(state [1, S], goal [1, G]) -> [1, A]``
+``run_episode(env, ...)`` runs one episode of any policy ``act(state [1, S], goal [1, G]) -> [1, A]``
 (a JAX network or an ONNX session) and keeps the bodies' world poses at every step; ``render``
 turns them into a page of brax's viewer (:mod:`brax.io.html`) with the goal drawn as a gold disc of
 the success radius. The page loads three.js and brax's viewer script from their CDNs.
@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from deepdistill.core.rollout import host_rollout
 from deepdistill.teacher.envs import GoalEnv
 
 # act(state [1, S], goal [1, G]) -> action [1, A], on the host
@@ -55,31 +56,13 @@ class Episode:
                 "final_distance": float(self.distance[-1]), "steps": int(len(self.distance))}
 
 
-def episode_runner(env: GoalEnv) -> Callable[[HostPolicy, jax.Array, str], Episode]:
-    """``run(act, key, split) -> Episode``: one episode of ``split`` started from ``key``.
-
-    The physics step is compiled once (for one environment) and shared by every policy; the policy
-    is called from the host at each step, so JAX and ONNX policies run the same code. ``key`` is
-    an episode key: ``jax.random.split(eval_key, n)[0]`` replays the first episode of a batched
-    ``rollout`` of ``eval_key`` (same start, same goal)."""
-    S = env.spec.state_size
-    reset = jax.jit(env.reset_split, static_argnums=1)
-    step = jax.jit(env.step)
-
-    def run(act: HostPolicy, key: jax.Array, split: str) -> Episode:
-        s = reset(key, split)
-        goal = np.asarray(s.obs)[S:]
-        poses, distance = [s.pipeline_state.x], []
-        for _ in range(env.spec.episode_length):
-            obs = np.asarray(s.obs)[None]
-            s = step(s, np.asarray(act(obs[:, :S], obs[:, S:]), np.float32)[0])
-            poses.append(s.pipeline_state.x)
-            distance.append(s.metrics["distance"])
-        poses = jax.device_get(poses)
-        return Episode(pos=np.stack([x.pos for x in poses]), rot=np.stack([x.rot for x in poses]),
-                       goal=goal, distance=np.asarray(jax.device_get(distance)))
-
-    return run
+def run_episode(env: GoalEnv, act: HostPolicy, eval_key: jax.Array, num_episodes: int, split: str) -> Episode:
+    """The first episode of ``rollout(eval_key, num_episodes, split)`` (same start, same goal) with a
+    host policy, the bodies' poses recorded at every step (``core.rollout.host_rollout``), so JAX and
+    ONNX policies run the same code."""
+    r = host_rollout(env, act, eval_key, num_episodes, split, first=1, record=lambda s: s.pipeline_state.x)
+    x = r["recorded"]
+    return Episode(pos=x.pos[:, 0], rot=x.rot[:, 0], goal=r["goals"][0], distance=r["distance"][:, 0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,13 +126,11 @@ def pages(env: GoalEnv, policies: Sequence[tuple[str, HostPolicy]], eval_key: ja
 
     Returns the listing for ``report.json`` (``split``, ``goal``, and per policy its ``file``,
     ``success``, ``final_distance``, ``steps``) and the pages ``{file name: html}``."""
-    key = jax.random.split(eval_key, num_episodes)[0]
-    run = episode_runner(env)
     files = file_names([name for name, _ in policies])
     listing: dict[str, Any] = {"split": split, "goal": None, "policies": {}}
     html: dict[str, str] = {}
     for name, act in policies:
-        ep = run(act, key, split)
+        ep = run_episode(env, act, eval_key, num_episodes, split)
         listing["goal"] = [round(float(v), 4) for v in ep.goal]
         listing["policies"][name] = {"file": files[name], **ep.summary(env.spec.success_threshold)}
         html[files[name]] = render(env, ep)

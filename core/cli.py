@@ -1,30 +1,44 @@
-"""What every console script shares: a tyro CLI from one config dataclass, one-line errors with exit
-code 2, and a rich progress bar."""
+"""What every console script shares: a tyro CLI from one config dataclass, one-line user errors
+(:class:`~deepdistill.core.errors.UserError`) with exit code 2, and a rich progress bar."""
 
 from __future__ import annotations
 
 import os
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Annotated, Any, Callable, Iterator, Optional, TypeVar, Union
+
+from deepdistill.core.errors import UserError
 
 T = TypeVar("T")
-
-# Errors a user can fix from the command line: reported in one line, exit code 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, NotADirectoryError)
 
 
 def run_cli(prog: str, config_cls: type[T], main: Callable[[T], object], args: Optional[list[str]] = None) -> None:
     """Parse ``config_cls`` from argv with tyro, run ``main(cfg)``, turn user errors into exit code 2."""
+    run_commands(prog, {None: (config_cls, main)}, args)
+
+
+def run_commands(prog: str, commands: dict[Optional[str], tuple[type, Callable[[Any], object]]],
+                 args: Optional[list[str]] = None, description: Optional[str] = None) -> None:
+    """Like :func:`run_cli` for several subcommands ``{name: (config class, main)}`` (tyro subcommands).
+
+    A :class:`UserError` is printed in one line with exit code 2; any other exception is a bug and
+    keeps its traceback."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tyro
 
-    cfg = tyro.cli(config_cls, prog=prog, args=args, description=config_cls.__doc__)
+    if list(commands) == [None]:
+        config_cls, main = commands[None]
+        cfg = tyro.cli(config_cls, prog=prog, args=args, description=config_cls.__doc__)
+    else:
+        union = Union[tuple(Annotated[cls, tyro.conf.subcommand(name, description=cls.__doc__)]
+                            for name, (cls, _) in commands.items())]
+        cfg = tyro.cli(union, prog=prog, args=args, description=description)
+        main = next(fn for cls, fn in commands.values() if type(cfg) is cls)
     try:
         main(cfg)
-    except USER_ERRORS as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; the last checkpoint is kept (rerun with --resume)", file=sys.stderr)

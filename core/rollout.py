@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -72,15 +72,18 @@ def _flatten(per_split: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def host_rollout(env: GoalEnv, act: Callable[[np.ndarray, np.ndarray], np.ndarray], key: jax.Array,
-                 num_episodes: int, split: str) -> dict:
-    """``rollout`` for a policy that is not JAX (an ONNX session): the env steps are jitted, the policy
-    is called once per step on the whole batch of episodes. Same episodes as ``rollout`` for ``key``."""
+                 num_episodes: int, split: str, first: Optional[int] = None,
+                 record: Optional[Callable[[Any], Any]] = None) -> dict:
+    """``rollout`` for a policy that is not JAX (an ONNX session, or any host callable): the env steps
+    are jitted, the policy is called once per step on the whole batch of episodes. Same episodes as
+    ``rollout`` for ``key``; ``first`` runs only the first episodes of them. ``record(env_state)`` adds
+    ``"recorded"``: its values at the reset and after every step (e.g. the bodies' poses)."""
     S = env.spec.state_size
     reset = jax.jit(jax.vmap(lambda k: env.reset_split(k, split)))
     step = jax.jit(jax.vmap(env.step))
-    s = reset(jax.random.split(key, num_episodes))
+    s = reset(jax.random.split(key, num_episodes)[:first])
     states, goals = [np.asarray(s.obs[:, :S])], np.asarray(s.obs[:, S:])
-    success, distance, actions = [], [], []
+    success, distance, actions, recorded = [], [], [], [record(s)] if record else []
     for _ in range(env.spec.episode_length):
         a = np.asarray(act(states[-1], goals), np.float32)
         s = step(s, a)
@@ -88,8 +91,13 @@ def host_rollout(env: GoalEnv, act: Callable[[np.ndarray, np.ndarray], np.ndarra
         distance.append(np.asarray(s.metrics["distance"]))
         states.append(np.asarray(s.obs[:, :S]))
         actions.append(a)
-    return {"success": np.stack(success), "distance": np.stack(distance), "states": np.stack(states),
-            "goals": goals, "actions": np.stack(actions)}
+        if record:
+            recorded.append(record(s))
+    out = {"success": np.stack(success), "distance": np.stack(distance), "states": np.stack(states),
+           "goals": goals, "actions": np.stack(actions)}
+    if record:
+        out["recorded"] = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(recorded))
+    return out
 
 
 def make_host_evaluator(env: GoalEnv, num_episodes: int, seed: int = 12345):

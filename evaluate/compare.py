@@ -16,44 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepdistill.distill import viewer as V
-from deepdistill.distill.metrics import action_agreement, linear_cka, pearson
-from deepdistill.teacher.checkpoint import PolicyRun, RunError, write_json_atomic
+from deepdistill.evaluate import viewer as V
+from deepdistill.evaluate.metrics import action_agreement, linear_cka, pearson
+from deepdistill.core.policy import PolicyRun
 from deepdistill.teacher.envs import GoalEnv, make_env
 from deepdistill.teacher.losses import pairwise_energy
-from deepdistill.teacher.rollout import host_rollout, make_evaluator, make_host_evaluator, rollout, split_key
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluateConfig:
-    """Compare a teacher with one or more students (and their ONNX exports) on the same goals."""
-
-    teacher: str = "runs/teacher"
-    """A `train-teacher` run directory."""
-    student: tuple[str, ...] = ("runs/student",)
-    """One or more `distill` run directories (a sweep is drawn on one plot)."""
-    onnx: tuple[str, ...] = ()
-    """Directories written by `export-onnx` (each holds policy.onnx) to evaluate as well."""
-    episodes: int = 256
-    """Episodes per evaluation split."""
-    out: str = "runs/report"
-    """Report directory (report.json, report.md, PNG plots)."""
-    seed: int = 12345
-    """Seed of the evaluation episodes (the same for every policy)."""
-    latency_samples: int = 300
-    """Timed single-sample calls per policy."""
-    plots: bool = True
-    """Draw the PNG plots."""
-    viewer: bool = True
-    """Brax tasks: also write one page of brax's HTML viewer per policy (one episode, the same goal for all)."""
-
-    def validate(self) -> None:
-        if self.episodes <= 0:
-            raise ValueError(f"--episodes must be positive (got {self.episodes})")
-        if self.latency_samples <= 0:
-            raise ValueError(f"--latency-samples must be positive (got {self.latency_samples})")
-        if not self.student:
-            raise ValueError("--student: give at least one student run directory")
+from deepdistill.core.rollout import host_rollout, make_evaluator, make_host_evaluator, rollout, split_key
 
 
 def _percentiles_us(samples: list[float]) -> dict[str, float]:
@@ -86,13 +54,10 @@ def policy_summary(name: str, kind: str, run: PolicyRun, evaluation: dict, laten
         "name": name,
         "kind": kind,
         "run": str(run.run_dir),
-        "actor_depth": run.nets.actor_depth,
-        "actor_width": run.nets.actor_width,
-        "critic_depth": run.nets.critic_depth,
-        "critic_width": run.nets.critic_width,
+        **run.nets.describe(),
         "params": int(sum(run.num_params().values())),
-        "actor_params": int(run.nets.actor.num_params()),
-        "flops_per_action": int(run.nets.actor.flops_per_sample()),
+        "actor_params": int(run.num_params()["actor"]),
+        "flops_per_action": int(run.nets.flops_per_action()),
         **evaluation,
         **latency,
     }
@@ -109,20 +74,21 @@ def agreement(teacher: PolicyRun, student: PolicyRun, states: np.ndarray, goals:
     s, g = jnp.asarray(states), jnp.asarray(goals)
     a_t = teacher.nets.deterministic_action(tp["actor"], s, g)
     a_s = student.nets.deterministic_action(sp["actor"], s, g)
+    act = action_agreement(np.asarray(a_s), np.asarray(a_t))
+    out = {"action_mse": act["mse"], "action_cosine": act["cosine"], "num_states": int(len(states))}
+    if not (teacher.nets.has_encoders and student.nets.has_encoders):
+        return out  # a policy-only student: action agreement alone
     phi_t, phi_s = teacher.nets.phi(tp["sa_encoder"], s, a_t), student.nets.phi(sp["sa_encoder"], s, a_t)
     psi_t, psi_s = teacher.nets.psi(tp["goal_encoder"], g), student.nets.psi(sp["goal_encoder"], g)
     idx = np.random.default_rng(seed).permutation(len(states))[:256]
     energy = teacher.config.get("energy", "l2")
     lt = pairwise_energy(phi_t[idx], psi_t[idx], energy)
     ls = pairwise_energy(phi_s[idx], psi_s[idx], energy)
-    act = action_agreement(np.asarray(a_s), np.asarray(a_t))
     return {
-        "action_mse": act["mse"],
-        "action_cosine": act["cosine"],
+        **out,
         "cka_phi": linear_cka(np.asarray(phi_s), np.asarray(phi_t)),
         "cka_psi": linear_cka(np.asarray(psi_s), np.asarray(psi_t)),
         "logits_pearson": pearson(np.asarray(ls), np.asarray(lt)),
-        "num_states": int(len(states)),
     }
 
 
@@ -166,13 +132,9 @@ def compare(
         lat = time_calls(lambda: pol.act(s1, g1), latency_samples)
         meta = getattr(pol, "metadata", {}) or {}
         entry = {"name": name, "kind": "onnx", **ev, **lat}
-        arch = (meta.get("architecture") or {}).get("crl_networks") or {}
-        if "actor_depth" in arch:
-            entry.update(actor_depth=arch["actor_depth"], actor_width=arch["actor_width"])
-        src = next((e for e in entries[1:] if e.get("actor_depth") == entry.get("actor_depth")
-                    and e.get("actor_width") == entry.get("actor_width")), None)
-        if src is not None:
-            entry.update(params=src["params"], actor_params=src["actor_params"], flops_per_action=src["flops_per_action"])
+        src = exported_from(meta, students, entries)
+        if src is not None:  # the student this file was exported from: its sizes and costs
+            entry.update({k: v for k, v in src.items() if k not in entry and k != "run"})
         entries.append(entry)
         traj = host_rollout(env, pol.act, split_key(seed, split_index), min(episodes, 8), split)
         trajectories[name] = {"states": traj["states"], "goals": traj["goals"]}
@@ -209,6 +171,17 @@ def compare(
     return report
 
 
+def exported_from(meta: dict, students: Sequence[PolicyRun], entries: list[dict]) -> Optional[dict]:
+    """The report entry of the student whose networks an ONNX file's metadata records, if any."""
+    arch = meta.get("architecture") or {}
+    networks = arch.get("networks") or ({"arch": "residual", **arch["crl_networks"]} if "crl_networks" in arch else None)
+    by_name = {e["name"]: e for e in entries}
+    for s in students:
+        if networks is not None and s.nets.to_dict() == networks:
+            return by_name.get(f"student:{Path(s.run_dir).name}")
+    return None
+
+
 def host_act(run: PolicyRun) -> Callable:
     """``act(state [B, S], goal [B, G]) -> [B, A]``: the run's jitted deterministic action, called from the host."""
     f = jax.jit(lambda p, s, g, nets=run.nets: nets.deterministic_action(p, s, g))
@@ -222,82 +195,3 @@ def _machine() -> dict:
             "jax_backend": jax.default_backend(), "devices": len(jax.devices())}
 
 
-# --- writing ---------------------------------------------------------------------------------------------
-
-COLUMNS = [
-    ("name", "policy", "{}"),
-    ("actor_depth", "depth", "{}"),
-    ("actor_width", "width", "{}"),
-    ("params", "params", "{:,}"),
-    ("flops_per_action", "FLOPs/action", "{:,}"),
-    ("success_rate", "success (random)", "{:.3f}"),
-    ("hard/success_rate", "success (hard)", "{:.3f}"),
-    ("far/success_rate", "success (far)", "{:.3f}"),
-    ("time_at_goal", "time at goal", "{:.1f}"),
-    ("final_distance", "final dist.", "{:.3f}"),
-    ("latency_us_p50", "latency p50 (us)", "{:.1f}"),
-    ("latency_us_p99", "latency p99 (us)", "{:.1f}"),
-]
-
-
-def table(report: dict) -> str:
-    rows = [report["teacher"], *report["students"], *report["onnx_all"]]
-    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
-    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = [c[2].format(r[c[0]]) if r.get(c[0]) is not None else "" for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def markdown(report: dict, plots: Sequence[str]) -> str:
-    t = report["teacher"]
-    out = [f"# Student vs teacher on `{report['env']}`", "",
-           f"{report['episodes']} episodes per split, seed {report['seed']}, the same goals for every policy.", "",
-           table(report), ""]
-    if report["agreement"]:
-        out += ["## Agreement with the teacher (on states the teacher visits)", "",
-                "| student | action MSE | action cosine | CKA phi | CKA psi | logits Pearson |", "|---|---|---|---|---|---|"]
-        for name, a in report["agreement"].items():
-            out.append(f"| {name} | {a['action_mse']:.4f} | {a['action_cosine']:.3f} | {a['cka_phi']:.3f} | "
-                       f"{a['cka_psi']:.3f} | {a['logits_pearson']:.3f} |")
-        out.append("")
-    for s in report["students"]:
-        keep = s["success_rate"] / t["success_rate"] if t["success_rate"] else float("nan")
-        speed = t["latency_us_p50"] / s["latency_us_p50"]
-        out.append(f"- {s['name']}: {t['params'] / s['params']:.1f}x fewer parameters, keeps {keep:.0%} of the "
-                   f"teacher's random-goal success, {speed:.1f}x faster per action (JAX, batch 1).")
-    for o in report["onnx_all"]:
-        out.append(f"- {o['name']}: {t['latency_us_p50'] / o['latency_us_p50']:.1f}x faster per action than the JAX teacher.")
-    out += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
-    if report.get("viewer"):
-        out += [""] + V.markdown(report["viewer"])
-    return "\n".join(out) + "\n"
-
-
-def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict:
-    """Write ``report.json``, ``report.md``, the plots and the viewer pages; returns the paths written."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trajectories = report.pop("_trajectories", {})
-    pages = report.pop("_viewer", {})
-    for fname, html in pages.items():
-        (out_dir / fname).write_text(html)
-    written = []
-    if plots:
-        from deepdistill.distill import plots as P
-
-        written += P.success_vs_cost(report, out_dir)
-        written.append(P.trajectories(report, trajectories, out_dir))
-    write_json_atomic(out_dir / "report.json", report)
-    (out_dir / "report.md").write_text(markdown(report, written))
-    return {"json": str(out_dir / "report.json"), "md": str(out_dir / "report.md"), "plots": written,
-            "viewer": [str(out_dir / f) for f in pages]}
-
-
-def check_onnx_dir(path: str) -> Path:
-    p = Path(path)
-    f = p / "policy.onnx" if p.is_dir() else p
-    if not f.is_file():
-        raise RunError(f"--onnx {path}: no policy.onnx there; pass a directory written by `export-onnx`")
-    return f

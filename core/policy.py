@@ -1,0 +1,89 @@
+"""A trained policy (teacher or student) loaded from its run directory, through the network interface."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import jax
+
+from deepdistill.core.checkpoint import Checkpointer
+from deepdistill.core.errors import RunError
+from deepdistill.core.rundir import check_run, read_json
+
+if TYPE_CHECKING:
+    from deepdistill.student.interface import PolicyNetworks
+    from deepdistill.teacher.envs import EnvSpec
+
+# --- loading a trained policy (teacher or student) ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyRun:
+    """A trained teacher or student: its networks, parameters and the task it acts in."""
+
+    kind: str
+    run_dir: Path
+    spec: "EnvSpec"
+    nets: "PolicyNetworks"  # any architecture (deepdistill.student.interface)
+    params: dict  # {"actor": ...} and, with encoders, "sa_encoder", "goal_encoder"
+    step: int
+    config: dict
+    info: dict
+
+    def num_params(self) -> dict[str, int]:
+        return self.nets.num_params()
+
+    def act(self, state: jax.Array, goal: jax.Array) -> jax.Array:
+        """Deterministic action ``[B, A]`` for ``state [B, S]``, ``goal [B, G]``."""
+        return self.nets.deterministic_action(self.params["actor"], state, goal)
+
+
+def load_policy_run(run_dir: str | os.PathLike, kind: str, flag: str = "--run", step: Optional[int] = None) -> PolicyRun:
+    """Load the networks of a ``kind`` run (``teacher`` or ``student``); refuses anything else clearly."""
+    from deepdistill.teacher.envs import EnvSpec
+    from deepdistill.student.interface import networks_from_dict
+
+    run_dir = check_run(run_dir, kind, flag)
+    if not (run_dir / "networks.json").is_file():
+        raise RunError(f"{flag} {run_dir}: networks.json is missing; the run directory is incomplete")
+    try:
+        spec = EnvSpec.from_dict(read_json(run_dir / "env_spec.json"))
+        nets = networks_from_dict(read_json(run_dir / "networks.json"))
+        config = read_json(run_dir / "config.json")
+        info = read_json(run_dir / "run.json")
+    except (TypeError, KeyError, json.JSONDecodeError) as e:
+        raise RunError(f"{flag} {run_dir}: its JSON files are unreadable or of another version ({e})") from None
+    if (nets.state_size, nets.goal_size, nets.action_size) != (spec.state_size, spec.goal_size, spec.action_size):
+        raise RunError(f"{flag} {run_dir}: networks.json does not match env_spec.json (sizes differ)")
+    try:
+        abstract = jax.eval_shape(nets.init, jax.random.PRNGKey(0))
+    except (ImportError, AttributeError) as e:  # an nnx student whose module does not import here
+        raise RunError(f"{flag} {run_dir}: cannot build its networks ({type(e).__name__}: {e}); make the student's "
+                       f"module importable (PYTHONPATH)") from None
+    ckpt = Checkpointer(run_dir, read_only=True)
+    try:
+        s, params, _ = ckpt.restore_params(abstract, step)
+    finally:
+        ckpt.close()
+    return PolicyRun(kind, run_dir, spec, nets, params, s, config, info)
+
+
+def load_teacher(run_dir: str | os.PathLike, step: Optional[int] = None) -> PolicyRun:
+    """Load a teacher from a ``train-teacher`` run directory (newest checkpoint unless ``step``)."""
+    return load_policy_run(run_dir, "teacher", "--teacher", step)
+
+
+def check_compatible(teacher: PolicyRun, student: PolicyRun) -> None:
+    """Refuse a teacher/student pair of different tasks or observation layouts."""
+    t, s = teacher.spec, student.spec
+    if t.name != s.name:
+        raise RunError(f"--student {student.run_dir} was distilled on task {s.name!r}, the teacher acts in {t.name!r}")
+    for field in ("state_size", "goal_size", "action_size", "goal_indices"):
+        if getattr(t, field) != getattr(s, field):
+            raise RunError(
+                f"--student {student.run_dir}: {field} {getattr(s, field)} differs from the teacher's {getattr(t, field)}"
+            )

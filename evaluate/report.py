@@ -1,0 +1,80 @@
+"""Writing an evaluation report: ``report.json``, ``report.md`` (tables), PNG plots, viewer pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from deepdistill.core.rundir import write_json_atomic
+from deepdistill.evaluate import viewer as V
+
+COLUMNS = [
+    ("name", "policy", "{}"),
+    ("arch", "arch", "{}"),
+    ("actor_depth", "depth", "{}"),
+    ("actor_width", "width", "{}"),
+    ("params", "params", "{:,}"),
+    ("flops_per_action", "FLOPs/action", "{:,}"),
+    ("success_rate", "success (random)", "{:.3f}"),
+    ("hard/success_rate", "success (hard)", "{:.3f}"),
+    ("far/success_rate", "success (far)", "{:.3f}"),
+    ("time_at_goal", "time at goal", "{:.1f}"),
+    ("final_distance", "final dist.", "{:.3f}"),
+    ("latency_us_p50", "latency p50 (us)", "{:.1f}"),
+    ("latency_us_p99", "latency p99 (us)", "{:.1f}"),
+]
+
+
+def table(report: dict) -> str:
+    rows = [report["teacher"], *report["students"], *report["onnx_all"]]
+    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [c[2].format(r[c[0]]) if r.get(c[0]) is not None else "" for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(report: dict, plots: Sequence[str]) -> str:
+    t = report["teacher"]
+    out = [f"# Student vs teacher on `{report['env']}`", "",
+           f"{report['episodes']} episodes per split, seed {report['seed']}, the same goals for every policy.", "",
+           table(report), ""]
+    if report["agreement"]:
+        out += ["## Agreement with the teacher (on states the teacher visits)", "",
+                "| student | action MSE | action cosine | CKA phi | CKA psi | logits Pearson |", "|---|---|---|---|---|---|"]
+        for name, a in report["agreement"].items():
+            rep = [f"{a[k]:.3f}" if k in a else "n/a" for k in ("cka_phi", "cka_psi", "logits_pearson")]
+            out.append(f"| {name} | {a['action_mse']:.4f} | {a['action_cosine']:.3f} | " + " | ".join(rep) + " |")
+        out.append("")
+    for s in report["students"]:
+        keep = s["success_rate"] / t["success_rate"] if t["success_rate"] else float("nan")
+        speed = t["latency_us_p50"] / s["latency_us_p50"]
+        out.append(f"- {s['name']}: {t['params'] / s['params']:.1f}x fewer parameters, keeps {keep:.0%} of the "
+                   f"teacher's random-goal success, {speed:.1f}x faster per action (JAX, batch 1).")
+    for o in report["onnx_all"]:
+        out.append(f"- {o['name']}: {t['latency_us_p50'] / o['latency_us_p50']:.1f}x faster per action than the JAX teacher.")
+    out += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    if report.get("viewer"):
+        out += [""] + V.markdown(report["viewer"])
+    return "\n".join(out) + "\n"
+
+
+def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict:
+    """Write ``report.json``, ``report.md``, the plots and the viewer pages; returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trajectories = report.pop("_trajectories", {})
+    pages = report.pop("_viewer", {})
+    for fname, html in pages.items():
+        (out_dir / fname).write_text(html)
+    written = []
+    if plots:
+        from deepdistill.evaluate import plots as P
+
+        written += P.success_vs_cost(report, out_dir)
+        written.append(P.trajectories(report, trajectories, out_dir))
+    write_json_atomic(out_dir / "report.json", report)
+    (out_dir / "report.md").write_text(markdown(report, written))
+    return {"json": str(out_dir / "report.json"), "md": str(out_dir / "report.md"), "plots": written,
+            "viewer": [str(out_dir / f) for f in pages]}
