@@ -27,6 +27,7 @@ class DistillConfig:
     resume: bool = False
     """Continue the distillation in --out from its last checkpoint."""
     seed: int = 0
+    """Random seed (student initialisation, environments, sampling)."""
 
     # --- the student ---------------------------------------------------------------------------
     arch: str = "residual"
@@ -38,9 +39,13 @@ class DistillConfig:
     width: int = 64
     """Student hidden width."""
     actor_depth: Optional[int] = None
+    """Override --depth for the student's actor."""
     critic_depth: Optional[int] = None
+    """Override --depth for the student's encoders."""
     actor_width: Optional[int] = None
+    """Override --width for the student's actor."""
     critic_width: Optional[int] = None
+    """Override --width for the student's encoders."""
     activation: str = "swish"
     """mlp students: swish, relu or tanh."""
 
@@ -64,6 +69,7 @@ class DistillConfig:
     beta_schedule: str = "linear"
     """DAgger probability that the teacher acts: constant, linear or exponential from --beta-start to --beta-end."""
     beta_start: float = 1.0
+    """Initial DAgger beta (probability that the teacher acts)."""
     beta_end: float = 0.0
     """Final beta (exponential needs > 0; 0 is read as 0.01 there)."""
     future_goal_fraction: float = 0.5
@@ -75,18 +81,25 @@ class DistillConfig:
     steps: int = 4_000
     """SGD steps."""
     batch_size: int = 256
+    """Samples per SGD step (also the relational loss's in-batch goals)."""
     lr: float = 1e-3
+    """Adam learning rate of the student."""
     num_envs: int = 128
+    """Parallel environments collecting data (a multiple of the device count)."""
     unroll_length: int = 50
     """Steps per environment per collection; must divide the episode length."""
     sgd_steps_per_unroll: int = 25
     """SGD steps between collections."""
     replay_steps_per_env: int = 1_000
+    """Replay capacity in time steps per environment (rounded to whole episodes)."""
     eval_every: int = 1_000
     """SGD steps between evaluations and checkpoints."""
     num_eval_episodes: int = 256
+    """Episodes per evaluation split (the same goals at every evaluation, and for the teacher)."""
     progress: bool = True
+    """Show a progress bar."""
     max_to_keep: int = 2
+    """Checkpoints kept."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

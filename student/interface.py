@@ -18,9 +18,11 @@ A new architecture implements the protocol and calls :func:`register_architectur
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+import dataclasses
+from typing import Any, Callable, ClassVar, Optional, Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
 
 Params = dict[str, Any]
 NETWORKS = ("actor", "sa_encoder", "goal_encoder")
@@ -78,6 +80,41 @@ class PolicyNetworks(Protocol):
         ``sa_encoder``: ``(observation, action) -> phi``; ``goal_encoder``: ``(goal) -> psi``.
         Returns ``(fn, looped)``: ``looped`` when deep blocks run in one ONNX Loop."""
         ...
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworksBase:
+    """What implementations share: the task's sizes and the code around ``network(name)`` (an
+    object with ``num_params()`` and ``flops_per_sample()``); a subclass is a frozen dataclass that
+    names ``arch`` and implements ``network``, ``init``, ``policy`` (and the encoders)."""
+
+    arch: ClassVar[str]
+
+    state_size: int
+    goal_size: int
+    action_size: int
+
+    def _networks(self) -> tuple[str, ...]:
+        return NETWORKS if self.has_encoders else NETWORKS[:1]
+
+    def network(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def deterministic_action(self, params: Params, state: jax.Array, goal: jax.Array) -> jax.Array:
+        return jnp.tanh(self.policy(params, state, goal)[0])
+
+    def num_params(self) -> dict[str, int]:
+        return {n: self.network(n).num_params() for n in self._networks()}
+
+    def flops_per_action(self) -> int:
+        return self.network("actor").flops_per_sample()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return cls(**{k: v for k, v in d.items() if k != "arch"})
 
 
 _ARCHITECTURES: dict[str, Callable[[dict[str, Any]], PolicyNetworks]] = {}

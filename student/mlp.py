@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deepdistill.student.interface import Params, register_architecture
+from deepdistill.student.interface import NetworksBase, Params, register_architecture
 from deepdistill.teacher.networks import KERNEL_INIT, gaussian_head
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"swish": nn.swish, "relu": nn.relu, "tanh": jnp.tanh}
@@ -60,14 +60,11 @@ class MLP:
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPNetworks:
+class MLPNetworks(NetworksBase):
     """Actor (and CRL encoders) as plain MLPs; ``depth`` counts the hidden layers after the first."""
 
     arch: ClassVar[str] = "mlp"
 
-    state_size: int
-    goal_size: int
-    action_size: int
     repr_dim: int = 64
     actor_width: int = 64
     actor_depth: int = 1
@@ -92,8 +89,8 @@ class MLPNetworks:
     def goal_encoder(self) -> MLP:
         return MLP(self.goal_size, self.repr_dim, self.critic_width, self.critic_depth, self.activation)
 
-    def _networks(self) -> tuple[str, ...]:
-        return ("actor", "sa_encoder", "goal_encoder") if self.encoders else ("actor",)
+    def network(self, name: str) -> MLP:
+        return getattr(self, name)
 
     def init(self, key: jax.Array) -> dict[str, Params]:
         keys = jax.random.split(key, 3)
@@ -102,32 +99,16 @@ class MLPNetworks:
     def policy(self, params: Params, state: jax.Array, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
         return gaussian_head(self.actor.apply(params, jnp.concatenate([state, goal], -1)))
 
-    def deterministic_action(self, params: Params, state: jax.Array, goal: jax.Array) -> jax.Array:
-        return jnp.tanh(self.policy(params, state, goal)[0])
-
     def phi(self, params: Params, state: jax.Array, action: jax.Array) -> jax.Array:
         return self.sa_encoder.apply(params, jnp.concatenate([state, action], -1))
 
     def psi(self, params: Params, goal: jax.Array) -> jax.Array:
         return self.goal_encoder.apply(params, goal)
 
-    def num_params(self) -> dict[str, int]:
-        return {n: getattr(self, n).num_params() for n in self._networks()}
-
-    def flops_per_action(self) -> int:
-        return self.actor.flops_per_sample()
-
     def describe(self) -> dict[str, Any]:
         return {"arch": self.arch, "actor_depth": self.actor_depth, "actor_width": self.actor_width,
                 "critic_depth": self.critic_depth if self.encoders else None,
                 "critic_width": self.critic_width if self.encoders else None, "activation": self.activation}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MLPNetworks":
-        return cls(**{k: v for k, v in d.items() if k != "arch"})
 
     def export_fn(self, network: str, params: Params, max_unrolled_depth: int):
         if network == "actor":

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deepdistill.student.interface import Params, register_architecture
+from deepdistill.student.interface import NetworksBase, Params, register_architecture
 from deepdistill.teacher.networks import gaussian_head
 
 
@@ -84,14 +84,11 @@ class _Module:
 
 
 @dataclasses.dataclass(frozen=True)
-class NNXNetworks:
+class NNXNetworks(NetworksBase):
     """A user's flax.nnx policy (and optional encoders) behind the student interface."""
 
     arch: ClassVar[str] = "nnx"
 
-    state_size: int
-    goal_size: int
-    action_size: int
     policy_module: str
     """Import path ``"package.module:Class"`` of the policy module."""
     policy_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -118,7 +115,7 @@ class NNXNetworks:
     def has_encoders(self) -> bool:
         return self.sa_module is not None
 
-    def _module(self, name: str) -> _Module:
+    def network(self, name: str) -> _Module:
         S, G, A = self.state_size, self.goal_size, self.action_size
         if name == "actor":
             return _Module(self.policy_module, S + G, A if self.mean_only else 2 * A, tuple(sorted(self.policy_kwargs.items())))
@@ -127,46 +124,27 @@ class NNXNetworks:
             return _Module(self.sa_module, S + A, self.repr_dim, kwargs)
         return _Module(self.goal_module, G, self.repr_dim, kwargs)
 
-    def _networks(self) -> tuple[str, ...]:
-        return ("actor", "sa_encoder", "goal_encoder") if self.has_encoders else ("actor",)
-
     def init(self, key: jax.Array) -> dict[str, Params]:
         keys = jax.random.split(key, 3)
-        return {n: self._module(n).init(k) for n, k in zip(self._networks(), keys)}
+        return {n: self.network(n).init(k) for n, k in zip(self._networks(), keys)}
 
     def policy(self, params: Params, state: jax.Array, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = self._module("actor").apply(params, jnp.concatenate([state, goal], -1))
+        out = self.network("actor").apply(params, jnp.concatenate([state, goal], -1))
         if self.mean_only:
             return out, jnp.full_like(out, self.fixed_log_std)
         return gaussian_head(out)
 
-    def deterministic_action(self, params: Params, state: jax.Array, goal: jax.Array) -> jax.Array:
-        return jnp.tanh(self.policy(params, state, goal)[0])
-
     def phi(self, params: Params, state: jax.Array, action: jax.Array) -> jax.Array:
-        return self._module("sa_encoder").apply(params, jnp.concatenate([state, action], -1))
+        return self.network("sa_encoder").apply(params, jnp.concatenate([state, action], -1))
 
     def psi(self, params: Params, goal: jax.Array) -> jax.Array:
-        return self._module("goal_encoder").apply(params, goal)
-
-    def num_params(self) -> dict[str, int]:
-        return {n: self._module(n).num_params() for n in self._networks()}
-
-    def flops_per_action(self) -> int:
-        return self._module("actor").flops_per_sample()
+        return self.network("goal_encoder").apply(params, goal)
 
     def describe(self) -> dict[str, Any]:
         return {"arch": self.arch, "policy_module": self.policy_module}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NNXNetworks":
-        return cls(**{k: v for k, v in d.items() if k != "arch"})
-
     def export_fn(self, network: str, params: Params, max_unrolled_depth: int):
-        module = self._module(network)
+        module = self.network(network)
         if network == "actor":
             A = self.action_size
             return (lambda observation, goal: module.apply(params, jnp.concatenate([observation, goal], -1))[..., :A]), False

@@ -57,8 +57,11 @@ class TeacherConfig:
     target_entropy_scale: float = -0.5
     """SAC target entropy = scale * action_size."""
     actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
     critic_lr: float = 3e-4
+    """Adam learning rate of the encoders phi and psi."""
     alpha_lr: float = 3e-4
+    """Adam learning rate of the entropy temperature log(alpha)."""
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     """Actor and critic learning rates: constant, or cosine decay to a tenth over --total-env-steps."""
     gamma: float = 0.99

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepdistill.student.interface import NetworksBase, register_architecture
+
 Params = dict[str, Any]
 
 LAYERS_PER_BLOCK = 4
@@ -134,7 +136,7 @@ class ResidualMLP:
 
 
 @dataclasses.dataclass(frozen=True)
-class CRLNetworks:
+class CRLNetworks(NetworksBase):
     """phi(s, a), psi(g) and the actor pi(a | s, g): three instances of the one residual MLP.
 
     The encoders share a class and differ only in their input (state+action, or goal). This is the
@@ -145,9 +147,6 @@ class CRLNetworks:
     arch: ClassVar[str] = "residual"
     has_encoders: ClassVar[bool] = True
 
-    state_size: int
-    goal_size: int
-    action_size: int
     repr_dim: int = 64
     actor_width: int = 256
     actor_depth: int = 4
@@ -171,22 +170,12 @@ class CRLNetworks:
         k_a, k_sa, k_g = jax.random.split(key, 3)
         return {"actor": self.actor.init(k_a), "sa_encoder": self.sa_encoder.init(k_sa), "goal_encoder": self.goal_encoder.init(k_g)}
 
-    def num_params(self) -> dict[str, int]:
-        return {n: getattr(self, n).num_params() for n in ("actor", "sa_encoder", "goal_encoder")}
-
-    def flops_per_action(self) -> int:
-        return self.actor.flops_per_sample()
+    def network(self, name: str) -> ResidualMLP:
+        return getattr(self, name)
 
     def describe(self) -> dict[str, Any]:
         return {"arch": self.arch, "actor_depth": self.actor_depth, "actor_width": self.actor_width,
                 "critic_depth": self.critic_depth, "critic_width": self.critic_width}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CRLNetworks":
-        return cls(**{k: v for k, v in d.items() if k != "arch"})
 
     def export_fn(self, network: str, params: Params, max_unrolled_depth: int):
         """See :meth:`PolicyNetworks.export_fn`. The actor's output layer keeps only its ``mean``
@@ -260,10 +249,4 @@ def export_forward(mlp: ResidualMLP, params: Params, x: jax.Array, loop: bool) -
     return h @ params["output"]["kernel"] + params["output"]["bias"]
 
 
-def _register() -> None:
-    from deepdistill.student.interface import register_architecture
-
-    register_architecture(CRLNetworks.arch, CRLNetworks.from_dict)
-
-
-_register()
+register_architecture(CRLNetworks.arch, CRLNetworks.from_dict)

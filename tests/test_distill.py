@@ -141,8 +141,7 @@ def test_two_devices_match_one_device():
     code = textwrap.dedent(
         """
         import jax, numpy as np
-        from deepdistill.core.errors import ConfigError
-from deepdistill.distill.config import DistillConfig
+        from deepdistill.distill.config import DistillConfig
         from deepdistill.distill.train import Distiller
         from deepdistill.student import make_student
         from deepdistill.teacher.envs import make_env
