@@ -18,7 +18,8 @@ def test_help_lists_the_flags():
     r = run("--help")
     assert r.returncode == 0
     for flag in ("--env", "--depth", "--width", "--actor-depth", "--critic-depth", "--total-env-steps",
-                 "--num-envs", "--batch-size", "--seed", "--out", "--resume"):
+                 "--num-envs", "--batch-size", "--seed", "--out", "--resume", "--block-unroll", "--full-unroll-max-depth",
+                 "--matmul-dtype", "--xla-gpu-flags", "--preset", "--dry-run", "--device-memory-gib"):
         assert flag in r.stdout
 
 
@@ -31,6 +32,8 @@ def test_help_lists_the_flags():
         (["--num-envs", "0"], "--num-envs must be positive"),
         (["--unroll-length", "30"], "--unroll-length 30 must divide"),
         (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
+        (["--block-unroll", "0"], "--block-unroll must be >= 1"),
+        (["--device-memory-gib", "0"], "--device-memory-gib must be positive"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, needle, capsys):
