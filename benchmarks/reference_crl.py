@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from deepdistill.teacher import replay as rb
+from deepdistill.core import replay as rb
 from deepdistill.teacher.train import Trainer
 
 _LECUN_UNIFORM = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
