@@ -11,6 +11,11 @@ parameters into outer-scope references.
 The policy head is pruned to what the deterministic action needs: the actor's ``mean`` only
 (``log_std`` is never computed), then ``tanh`` and the affine map into ``[action_low,
 action_high]`` (omitted when the range is ``[-1, 1]``).
+
+Networks trained with ``matmul_dtype="bfloat16"`` are exported with float32 math (the parameters
+are float32 already): the ONNX model and its parity reference both compute in float32, so parity
+holds at the usual float32 tolerance, and both differ from the bf16 training-time forward by bf16
+rounding (about 1e-2 relative; tests/test_networks.py).
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ def model_defs(nets: PolicyNetworks, params: dict, spec: EnvSpec, max_unrolled_d
     """The policy (and, when ``nets`` has them, the two encoders) with ``params``, in ``spec``'s
     action range. Each architecture says what to trace (:meth:`PolicyNetworks.export_fn`)."""
     S, G, A = spec.state_size, spec.goal_size, spec.action_size
+    if getattr(nets, "matmul_dtype", "float32") != "float32":  # exported (and checked) in float32
+        nets = dataclasses.replace(nets, matmul_dtype="float32")
     consts = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
     scale = (spec.action_high - spec.action_low) / 2.0
     offset = (spec.action_high + spec.action_low) / 2.0

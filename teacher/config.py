@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Literal, Optional
 
 from deepdistill.core.errors import ConfigError
-from deepdistill.teacher.networks import validate_depth
+from deepdistill.teacher.networks import validate_block_options, validate_depth
 
 __all__ = ["ConfigError", "TeacherConfig"]
 
@@ -46,6 +46,17 @@ class TeacherConfig:
     """Dimension of the representations phi(s,a) and psi(g)."""
     remat: bool = False
     """Rematerialise residual blocks in the backward pass (less memory for very deep nets)."""
+
+    # --- speed options (same numbers; bf16 within bf16 rounding) ----------------------------------
+    block_unroll: int = 1
+    """Residual blocks per iteration of the scan over blocks (lax.scan unroll; fewer, larger GPU loop steps)."""
+    full_unroll_max_depth: int = 0
+    """Networks of at most this depth apply their blocks in a Python loop, no scan (0: never)."""
+    matmul_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Dense products in bfloat16 with float32 accumulation (parameters stay float32), or float32."""
+    xla_gpu_flags: Literal["off", "auto"] = "off"
+    """auto: on a GPU, set XLA's command-buffer flags (WHILE/CONDITIONAL captured, loops unrolled into
+    the graph) before JAX starts its backend; never on a CPU. Unmeasured so far, hence off."""
 
     # --- losses -------------------------------------------------------------------------------
     energy: Literal["l2", "dot"] = "l2"
@@ -88,6 +99,15 @@ class TeacherConfig:
     """Environment steps between evaluations (and checkpoints): one compiled epoch."""
     num_eval_episodes: int = 256
     """Episodes per evaluation split (same goals at every evaluation)."""
+
+    # --- presets and planning ------------------------------------------------------------------------
+    preset: Optional[Literal["paper"]] = None
+    """paper: the RL1000 recipe of the Table-1 cell of --env and --depth (teacher/presets.py);
+    explicit flags still override it."""
+    dry_run: bool = False
+    """Print the resolved config, the device memory of the compiled epoch and the estimated hours; train nothing."""
+    device_memory_gib: Optional[float] = None
+    """Device memory to plan against (default: the GPU's bytes_limit, or the host's RAM on a CPU)."""
 
     # --- bookkeeping -----------------------------------------------------------------------------
     max_to_keep: int = 3
@@ -162,6 +182,12 @@ class TeacherConfig:
             raise ConfigError("--min-replay-steps must be >= 0")
         if self.max_wall_s is not None and self.max_wall_s <= 0:
             raise ConfigError("--max-wall-s must be positive")
+        if self.device_memory_gib is not None and self.device_memory_gib <= 0:
+            raise ConfigError("--device-memory-gib must be positive")
+        try:
+            validate_block_options(self.block_unroll, self.full_unroll_max_depth, self.matmul_dtype)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def validate_for_env(self, episode_length: int, num_devices: int) -> None:
         if episode_length % self.unroll_length:

@@ -14,12 +14,27 @@ keeps only each block's input and recomputes the whole block, matmuls included (
 more forward pass). ``unroll=True`` applies the same parameters block by block (used by the ONNX
 export of shallow students, and by the test that checks the two agree).
 
+Options for a GPU, where the scan is a device loop of small, launch-bound kernels (none changes the
+numbers beyond float rounding; tests/test_networks.py checks forward values and gradients):
+
+* ``block_unroll=k``: ``lax.scan(..., unroll=k)``, k blocks per loop iteration (compile time grows
+  with k, not with depth);
+* ``full_unroll_max_depth=d``: networks of depth <= d apply their blocks in a Python loop, no scan
+  (shallow nets; compile time grows with depth, so keep d small);
+* ``matmul_dtype="bfloat16"``: every Dense layer multiplies bfloat16 copies of its input and kernel
+  with float32 accumulation (``preferred_element_type``); parameters, bias, LayerNorm, swish and the
+  residual sum stay float32. Outputs differ from float32 by bf16 rounding (about 1e-2 relative).
+
+The defaults (unroll 1, no full unroll, float32) are today's: no measurement yet says otherwise.
+Each option keeps the per-block checkpoint policy (``dots_saveable``, or whole-block ``remat``).
+
 Parameters are a plain pytree (nested dicts of arrays): nothing framework-specific is saved.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -34,6 +49,7 @@ Params = dict[str, Any]
 LAYERS_PER_BLOCK = 4
 LN_EPSILON = 1e-6
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+MATMUL_DTYPES = ("float32", "bfloat16")
 
 # One unbound flax LayerNorm, applied with explicit parameters: jax2onnx recognises it and emits a
 # single ONNX LayerNormalization node.
@@ -47,15 +63,24 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     return _LAYER_NORM.apply({"params": {"scale": scale, "bias": bias}}, x)
 
 
-def _dense_ln_swish(x: jax.Array, p: Params) -> jax.Array:
-    return nn.swish(layer_norm(x @ p["kernel"] + p["bias"], p["scale"], p["offset"]))
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, matmul_dtype: str = "float32") -> jax.Array:
+    """``x @ kernel + bias``; with ``matmul_dtype="bfloat16"`` the product takes bf16 copies of ``x``
+    and ``kernel`` and accumulates in float32 (the result, and the bias add, are float32)."""
+    if matmul_dtype == "float32":
+        return x @ kernel + bias
+    y = jnp.matmul(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    return y + bias
 
 
-def _block(x: jax.Array, p: Params) -> jax.Array:
+def _dense_ln_swish(x: jax.Array, p: Params, matmul_dtype: str = "float32") -> jax.Array:
+    return nn.swish(layer_norm(dense(x, p["kernel"], p["bias"], matmul_dtype), p["scale"], p["offset"]))
+
+
+def _block(x: jax.Array, p: Params, matmul_dtype: str = "float32") -> jax.Array:
     """One residual block; ``p`` leaves have a leading axis of ``LAYERS_PER_BLOCK``."""
     h = x
     for i in range(LAYERS_PER_BLOCK):
-        h = _dense_ln_swish(h, jax.tree.map(lambda a: a[i], p))
+        h = _dense_ln_swish(h, jax.tree.map(lambda a: a[i], p), matmul_dtype)
     return x + h
 
 
@@ -67,6 +92,15 @@ def validate_depth(depth: int, what: str = "depth") -> None:
         )
 
 
+def validate_block_options(block_unroll: int, full_unroll_max_depth: int, matmul_dtype: str) -> None:
+    if block_unroll < 1:
+        raise ValueError(f"--block-unroll must be >= 1 (got {block_unroll}); 1 is a plain scan over blocks")
+    if full_unroll_max_depth < 0:
+        raise ValueError(f"--full-unroll-max-depth must be >= 0 (got {full_unroll_max_depth}); 0 never unrolls")
+    if matmul_dtype not in MATMUL_DTYPES:
+        raise ValueError(f"--matmul-dtype must be one of {', '.join(MATMUL_DTYPES)} (got {matmul_dtype!r})")
+
+
 @dataclasses.dataclass(frozen=True)
 class ResidualMLP:
     """A residual MLP ``[..., in_dim] -> [..., out_dim]`` (see the module docstring)."""
@@ -76,11 +110,18 @@ class ResidualMLP:
     width: int = 256
     depth: int = 4
     remat: bool = False
+    block_unroll: int = 1
+    """Residual blocks per iteration of the scan over blocks (``lax.scan(unroll=...)``)."""
+    full_unroll_max_depth: int = 0
+    """At this depth or below, apply the blocks in a Python loop instead of a scan (0: never)."""
+    matmul_dtype: str = "float32"
+    """``float32``, or ``bfloat16`` products with float32 accumulation (parameters stay float32)."""
 
     def __post_init__(self):
         validate_depth(self.depth)
         if self.width < 1 or self.in_dim < 1 or self.out_dim < 1:
             raise ValueError("width, in_dim and out_dim must be positive")
+        validate_block_options(self.block_unroll, self.full_unroll_max_depth, self.matmul_dtype)
 
     @property
     def num_blocks(self) -> int:
@@ -120,16 +161,26 @@ class ResidualMLP:
         return params
 
     def apply(self, params: Params, x: jax.Array, unroll: bool = False) -> jax.Array:
-        h = _dense_ln_swish(x, params["input"])
+        """``[..., in_dim] -> [..., out_dim]``. ``unroll=True``: blocks one by one with no checkpoint
+        policy (the export's and the tests' reference); otherwise the training path set by the
+        fields (scan with ``block_unroll``, or a Python loop up to ``full_unroll_max_depth``)."""
+        dt = self.matmul_dtype
+        h = _dense_ln_swish(x, params["input"], dt)
         if self.num_blocks:
             blocks = params["blocks"]
             if unroll:
                 for i in range(self.num_blocks):
-                    h = _block(h, jax.tree.map(lambda a: a[i], blocks))
+                    h = _block(h, jax.tree.map(lambda a: a[i], blocks), dt)
             else:
-                body = jax.checkpoint(_block) if self.remat else jax.checkpoint(_block, policy=_SAVE_MATMULS)
-                h, _ = jax.lax.scan(lambda c, p: (body(c, p), None), h, blocks)
-        return h @ params["output"]["kernel"] + params["output"]["bias"]
+                block = functools.partial(_block, matmul_dtype=dt)
+                body = jax.checkpoint(block) if self.remat else jax.checkpoint(block, policy=_SAVE_MATMULS)
+                if self.depth <= self.full_unroll_max_depth:
+                    for i in range(self.num_blocks):
+                        h = body(h, jax.tree.map(lambda a: a[i], blocks))
+                else:
+                    unroll_k = min(self.block_unroll, self.num_blocks)
+                    h, _ = jax.lax.scan(lambda c, p: (body(c, p), None), h, blocks, unroll=unroll_k)
+        return dense(h, params["output"]["kernel"], params["output"]["bias"], dt)
 
 
 # --- the three networks of contrastive RL -------------------------------------------------------------
@@ -153,18 +204,26 @@ class CRLNetworks(NetworksBase):
     critic_width: int = 256
     critic_depth: int = 4
     remat: bool = False
+    # How the blocks run (see ResidualMLP); defaults keep networks.json files of older runs loadable.
+    block_unroll: int = 1
+    full_unroll_max_depth: int = 0
+    matmul_dtype: str = "float32"
+
+    def _mlp(self, in_dim: int, out_dim: int, width: int, depth: int) -> ResidualMLP:
+        return ResidualMLP(in_dim, out_dim, width, depth, self.remat, self.block_unroll, self.full_unroll_max_depth,
+                           self.matmul_dtype)
 
     @property
     def sa_encoder(self) -> ResidualMLP:
-        return ResidualMLP(self.state_size + self.action_size, self.repr_dim, self.critic_width, self.critic_depth, self.remat)
+        return self._mlp(self.state_size + self.action_size, self.repr_dim, self.critic_width, self.critic_depth)
 
     @property
     def goal_encoder(self) -> ResidualMLP:
-        return ResidualMLP(self.goal_size, self.repr_dim, self.critic_width, self.critic_depth, self.remat)
+        return self._mlp(self.goal_size, self.repr_dim, self.critic_width, self.critic_depth)
 
     @property
     def actor(self) -> ResidualMLP:
-        return ResidualMLP(self.state_size + self.goal_size, 2 * self.action_size, self.actor_width, self.actor_depth, self.remat)
+        return self._mlp(self.state_size + self.goal_size, 2 * self.action_size, self.actor_width, self.actor_depth)
 
     def init(self, key: jax.Array) -> dict[str, Params]:
         k_a, k_sa, k_g = jax.random.split(key, 3)
@@ -181,7 +240,7 @@ class CRLNetworks(NetworksBase):
         """See :meth:`PolicyNetworks.export_fn`. The actor's output layer keeps only its ``mean``
         columns (``log_std`` is never computed); networks deeper than ``max_unrolled_depth`` run
         their blocks in one ``lax.scan`` (-> one ONNX ``Loop``)."""
-        mlp = getattr(self, network)
+        mlp = dataclasses.replace(getattr(self, network), matmul_dtype="float32")  # exports compute in float32
         looped = mlp.depth > max_unrolled_depth
         if network == "actor":
             A = self.action_size

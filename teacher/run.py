@@ -13,10 +13,13 @@ from deepdistill.core.rundir import read_json, resolve_run_config
 from deepdistill.core.runner import Stage, run_stage
 from deepdistill.teacher.config import TeacherConfig
 from deepdistill.teacher.envs import EnvSpec, make_env
+from deepdistill.teacher.plan import check_device_memory
 from deepdistill.teacher.train import Trainer, TrainState
+from deepdistill.teacher.xla_flags import apply_xla_gpu_flags
 
 # Flags that may differ from the saved config when resuming (budgets and logging, not the recipe).
-RESUME_OVERRIDABLE = ("total_env_steps", "max_wall_s", "progress", "tensorboard", "max_to_keep")
+RESUME_OVERRIDABLE = ("total_env_steps", "max_wall_s", "progress", "tensorboard", "max_to_keep", "xla_gpu_flags",
+                      "device_memory_gib", "dry_run")
 
 
 def resolve_config(cfg: TeacherConfig) -> TeacherConfig:
@@ -85,6 +88,9 @@ class TeacherStage(Stage):
 def train_teacher(cfg: TeacherConfig, devices=None) -> dict:
     """Train (or resume) a teacher; returns the last evaluation. See ``TeacherConfig`` for options."""
     cfg = resolve_config(cfg)
+    apply_xla_gpu_flags(cfg.xla_gpu_flags)  # before JAX starts its backend (GPU only)
     if cfg.distributed:
         jax.distributed.initialize()
-    return run_stage(TeacherStage(cfg, devices))
+    stage = TeacherStage(cfg, devices)
+    check_device_memory(stage.trainer, cfg.device_memory_gib)  # refuse before anything is written
+    return run_stage(stage)

@@ -53,6 +53,9 @@ def make_networks(cfg: TeacherConfig, spec) -> CRLNetworks:
         critic_width=cfg.critic_width_,
         critic_depth=cfg.critic_depth_,
         remat=cfg.remat,
+        block_unroll=cfg.block_unroll,
+        full_unroll_max_depth=cfg.full_unroll_max_depth,
+        matmul_dtype=cfg.matmul_dtype,
     )
 
 

@@ -351,3 +351,25 @@ def test_robot_controller_example(exported):
     )
     assert r.returncode == 0, r.stderr
     assert "success" in r.stdout and "latency" in r.stdout
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_bf16_network_exports_with_float32_math(loop):
+    """A teacher trained with bf16 products (and scan unroll 2) exports in float32: the ONNX model
+    matches the float32 forward of the same parameters at the usual tolerance, and the bf16 forward
+    of training within bf16 rounding."""
+    spec = make_env("point_maze").spec
+    nets = CRLNetworks(spec.state_size, spec.goal_size, spec.action_size, repr_dim=8, actor_depth=8, actor_width=16,
+                       critic_depth=8, critic_width=16, matmul_dtype="bfloat16", block_unroll=2)
+    params = random_params(nets, 4)
+    (policy,) = model_defs(nets, params, spec, max_unrolled_depth=4 if loop else 32, encoders=False)
+    assert policy.looped == loop
+    model = to_onnx_model(policy, opset=17)
+    rng = np.random.default_rng(1)
+    obs, goal = (rng.standard_normal((64, n)).astype(np.float32) for n in (spec.state_size, spec.goal_size))
+    got = parity_session(model.SerializeToString()).run(["action"], {"observation": obs, "goal": goal})[0]
+    f32 = np.asarray(jax.jit(dataclasses.replace(nets, matmul_dtype="float32").deterministic_action)(params["actor"], obs, goal))
+    bf16 = np.asarray(jax.jit(nets.deterministic_action)(params["actor"], obs, goal))
+    np.testing.assert_allclose(got, f32, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(policy.reference(obs, goal)), f32, atol=1e-6)  # the parity reference is float32 too
+    assert 0 < np.abs(bf16 - f32).max() < 5e-2  # training's bf16 forward: within bf16 rounding, and really bf16

@@ -18,7 +18,8 @@ def test_help_lists_the_flags():
     r = run("--help")
     assert r.returncode == 0
     for flag in ("--env", "--depth", "--width", "--actor-depth", "--critic-depth", "--total-env-steps",
-                 "--num-envs", "--batch-size", "--seed", "--out", "--resume"):
+                 "--num-envs", "--batch-size", "--seed", "--out", "--resume", "--block-unroll", "--full-unroll-max-depth",
+                 "--matmul-dtype", "--xla-gpu-flags", "--preset", "--dry-run", "--device-memory-gib"):
         assert flag in r.stdout
 
 
@@ -31,6 +32,8 @@ def test_help_lists_the_flags():
         (["--num-envs", "0"], "--num-envs must be positive"),
         (["--unroll-length", "30"], "--unroll-length 30 must divide"),
         (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
+        (["--block-unroll", "0"], "--block-unroll must be >= 1"),
+        (["--device-memory-gib", "0"], "--device-memory-gib must be positive"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, needle, capsys):
@@ -53,3 +56,27 @@ def test_existing_run_is_never_overwritten(tmp_path):
     r = run("--out", str(tmp_path))
     assert r.returncode == 2 and "--resume" in r.stderr
     assert (tmp_path / "run.json").read_text() == '{"kind": "teacher"}'
+
+
+def test_xla_gpu_flags_are_never_set_on_a_cpu(monkeypatch):
+    from deepdistill.teacher import xla_flags
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert xla_flags.apply_xla_gpu_flags("auto") == ()
+    assert "XLA_FLAGS" not in __import__("os").environ
+
+
+def test_xla_gpu_flags_are_set_before_the_backend_starts_and_xla_knows_them():
+    """With a GPU (faked), ``auto`` puts the flags in XLA_FLAGS before JAX starts; XLA parses them
+    when its backend starts (an unknown flag would abort the process)."""
+    code = (
+        "import os; from deepdistill.teacher import xla_flags as x; x.gpu_expected = lambda: True; "
+        "added = x.apply_xla_gpu_flags('auto'); import jax; jax.numpy.ones(2).block_until_ready(); "
+        "print(len(added), os.environ['XLA_FLAGS'])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("2 --xla_gpu_enable_command_buffer=") and "WHILE,CONDITIONAL" in r.stdout
+    assert "--xla_gpu_command_buffer_unroll_loops=true" in r.stdout
