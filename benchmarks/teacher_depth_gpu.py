@@ -21,7 +21,7 @@ polled every second; preallocation off), time at goal and success per evaluation
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -31,7 +31,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
+import tyro
 from _report import write_section
 
 SECTION = "## Deep teachers on a GPU"
@@ -230,33 +232,43 @@ def write(path: Path, results: list[Path], command: str, note: str, figures: Pat
     write_section(path, SECTION, "\n".join(text))
 
 
+@dataclasses.dataclass(frozen=True)
+class Args:
+    env: str = "ant_big_maze"
+    depths: tuple[int, ...] = (64, 4)
+    """Run the deepest first."""
+    wall_s: tuple[float, ...] = (230.0, 150.0)
+    """Wall budget per depth (the last repeats)."""
+    grace_s: float = 60.0
+    """Hard kill this long after a run's wall budget."""
+    total_env_steps: int = 100_000_000
+    match_first: bool = True
+    """Give the later depths the first run's env steps (an equal budget)."""
+    width: int = 256
+    batch_size: int = 256
+    num_envs: int = 512
+    unroll_length: int = 50
+    replay_steps_per_env: int = 4000
+    min_replay_steps: int = 1000
+    eval_every: int = 128_000
+    eval_episodes: int = 128
+    episode_length: Optional[int] = None
+    """Override (tiny CPU dry runs only)."""
+    seed: int = 0
+    out: str = "runs/teacher_depth_gpu"
+    write: Optional[tuple[str, ...]] = None
+    """Render these results.json files into BENCHMARKS.md and exit."""
+    figures: str = str(Path(__file__).resolve().parent / "figures")
+    """Where --write draws the curves."""
+    command: str = "python benchmarks/teacher_depth_gpu.py --depths 64 4 --wall-s 230 150"
+    note: str = ""
+    output: str = str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2], sys.argv[3])
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="ant_big_maze")
-    p.add_argument("--depths", type=int, nargs="+", default=[64, 4], help="run the deepest first")
-    p.add_argument("--wall-s", type=float, nargs="+", default=[230.0, 150.0], help="wall budget per depth (last repeats)")
-    p.add_argument("--grace-s", type=float, default=60.0, help="hard kill this long after a run's wall budget")
-    p.add_argument("--total-env-steps", type=int, default=100_000_000)
-    p.add_argument("--no-match-first", dest="match_first", action="store_false")
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--num-envs", type=int, default=512)
-    p.add_argument("--unroll-length", type=int, default=50)
-    p.add_argument("--replay-steps-per-env", type=int, default=4000)
-    p.add_argument("--min-replay-steps", type=int, default=1000)
-    p.add_argument("--eval-every", type=int, default=128_000)
-    p.add_argument("--eval-episodes", type=int, default=128)
-    p.add_argument("--episode-length", type=int, default=None, help="override (tiny CPU dry runs only)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/teacher_depth_gpu")
-    p.add_argument("--write", metavar="RESULTS_JSON", nargs="+", help="render results.json files into BENCHMARKS.md and exit")
-    p.add_argument("--figures", default=str(Path(__file__).resolve().parent / "figures"), help="where --write draws the curves")
-    p.add_argument("--command", default="python benchmarks/teacher_depth_gpu.py --depths 64 4 --wall-s 230 150")
-    p.add_argument("--note", default="")
-    p.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / "BENCHMARKS.md"))
-    args = p.parse_args()
+    args = tyro.cli(Args, description=__doc__.split("\n\n")[0])
     if args.write:
         write(Path(args.output), [Path(w) for w in args.write], args.command, args.note, Path(args.figures))
         for w in args.write:

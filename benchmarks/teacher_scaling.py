@@ -47,14 +47,15 @@ left as they are).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import datetime
 import os
 import sys
 import time
 from pathlib import Path
 
+import tyro
 from _report import cpu_model, load_average, write_section
 
 SECTION = "## Teacher scaling (compile time, SGD step, GFLOP/s)"
@@ -63,32 +64,53 @@ COMPILE_TARGET_S = 30.0  # a depth-1024 epoch compiles in under this
 FRACTION_TARGET = 0.5  # the depth-64 update at >= this fraction of the matmul peak
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--depths", type=int, nargs="+", default=[4, 64, 256, 1024], help="depths (actor and critic)")
-    p.add_argument("--width", type=int, default=256, help="hidden width (actor and critic)")
-    p.add_argument("--batch", type=int, default=256, help="SGD batch size")
-    p.add_argument("--steps", type=int, default=10, help="SGD steps per timed scan (upper bound, see --call-gflop)")
-    p.add_argument("--min-steps", type=int, default=2, help="SGD steps per timed scan (lower bound)")
-    p.add_argument("--call-gflop", type=float, default=1000.0, help="cut the steps per timed scan to stay under this many GFLOP")
-    p.add_argument("--repeats", type=int, default=6, help="timing rounds (each depth timed once per round; the best is kept)")
-    p.add_argument("--timing-budget-s", type=float, default=150.0,
-                   help="start no new timing round after this many seconds (at least 2 rounds)")
-    p.add_argument("--compile-repeats", type=int, default=1, help="epoch compilations per depth (the best is kept)")
-    p.add_argument("--num-envs", type=int, default=256, help="environments of the compiled epoch")
-    p.add_argument("--unroll", type=int, default=50, help="collection steps per iteration of the compiled epoch")
-    p.add_argument("--epoch-sgd-steps", type=int, default=4, help="SGD steps of the compiled epoch")
-    p.add_argument("--env", default="point_maze", help="task")
-    p.add_argument("--remat", action="store_true", help="rematerialise residual blocks (TeacherConfig.remat)")
-    p.add_argument("--compare-keep-all", type=int, nargs="*", default=[], metavar="DEPTH",
-                   help="at these depths, also time the SGD step with blocks that keep every intermediate for the "
-                        "backward pass (the behaviour before they kept only their matmul outputs), in the same run")
-    p.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul of the peak")
-    p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts (recorded in the output)")
-    p.add_argument("--skip-compile", action="store_true", help="do not time the epoch compilation")
-    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="the markdown file to update")
-    return p.parse_args(argv)
+@dataclasses.dataclass(frozen=True)
+class Args:
+    depths: tuple[int, ...] = (4, 64, 256, 1024)
+    """Depths (actor and critic)."""
+    width: int = 256
+    """Hidden width (actor and critic)."""
+    batch: int = 256
+    """SGD batch size."""
+    steps: int = 10
+    """SGD steps per timed scan (upper bound, see --call-gflop)."""
+    min_steps: int = 2
+    """SGD steps per timed scan (lower bound)."""
+    call_gflop: float = 1000.0
+    """Cut the steps per timed scan to stay under this many GFLOP."""
+    repeats: int = 6
+    """Timing rounds (each depth timed once per round; the best is kept)."""
+    timing_budget_s: float = 150.0
+    """Start no new timing round after this many seconds (at least 2 rounds)."""
+    compile_repeats: int = 1
+    """Epoch compilations per depth (the best is kept)."""
+    num_envs: int = 256
+    """Environments of the compiled epoch."""
+    unroll: int = 50
+    """Collection steps per iteration of the compiled epoch."""
+    epoch_sgd_steps: int = 4
+    """SGD steps of the compiled epoch."""
+    env: str = "point_maze"
+    """Task."""
+    remat: bool = False
+    """Rematerialise residual blocks (TeacherConfig.remat)."""
+    compare_keep_all: tuple[int, ...] = ()
+    """At these depths, also time the SGD step with blocks that keep every intermediate for the backward
+    pass (the behaviour before they kept only their matmul outputs), in the same run."""
+    peak_size: int = 2048
+    """Side of the square matmul of the peak."""
+    xla_flags: str = ""
+    """Appended to XLA_FLAGS before JAX starts (recorded in the output)."""
+    skip_compile: bool = False
+    """Do not time the epoch compilation."""
+    no_write: bool = False
+    """Print only; leave BENCHMARKS.md alone."""
+    out: Path = ROOT / "BENCHMARKS.md"
+    """The markdown file to update."""
+
+
+def parse_args(argv=None) -> Args:
+    return tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
 
 
 def timed(fn, args) -> tuple[float, float]:

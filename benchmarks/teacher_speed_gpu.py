@@ -32,7 +32,7 @@ instance out of memory). Results: ``<out>/results.json``; ``--write`` renders th
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -40,6 +40,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
+
+import tyro
 
 from _report import cpu_model, load_average, write_section
 
@@ -60,28 +63,42 @@ DEPTH_ORDER = (64, 4, 256, 1024)
 PAPER_ACTOR_MAX = 512
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="+", default=["ant_big_maze", "humanoid_u_maze"])
-    p.add_argument("--depths", type=int, nargs="+", default=[4, 64, 256, 1024])
-    p.add_argument("--batch", type=int, nargs="+", default=[256, 1024])
-    p.add_argument("--variants", nargs="+", default=["scan", "unroll4", "bf16", "flags", "reference"], choices=list(VARIANTS))
-    p.add_argument("--envs", type=int, default=512)
-    p.add_argument("--unroll", type=int, default=50)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--env-steps-per-sgd-step", type=float, default=40.0)
-    p.add_argument("--full-unroll-max-depth", type=int, default=16)
-    p.add_argument("--reference-max-depth", type=int, default=64)
-    p.add_argument("--steps", type=int, default=20, help="SGD steps per timed scan at depth <= 64 (fewer deeper)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="2 SGD steps per scan, 1 timed repeat (CPU dry runs)")
-    p.add_argument("--check-epoch", action="store_true", help="also time one real epoch for the first item")
-    p.add_argument("--budget-s", type=float, default=450.0, help="wall budget of the whole run (all processes)")
-    p.add_argument("--out", default="runs/teacher_speed_gpu")
-    p.add_argument("--write", metavar="RESULTS_JSON", help="render a results.json into BENCHMARKS.md and exit")
-    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+@dataclasses.dataclass(frozen=True)
+class Args:
+    tasks: tuple[str, ...] = ("ant_big_maze", "humanoid_u_maze")
+    depths: tuple[int, ...] = (4, 64, 256, 1024)
+    batch: tuple[int, ...] = (256, 1024)
+    variants: tuple[str, ...] = ("scan", "unroll4", "bf16", "flags", "reference")
+    """Block variants to time (see VARIANTS in this file)."""
+    envs: int = 512
+    unroll: int = 50
+    width: int = 256
+    env_steps_per_sgd_step: float = 40.0
+    full_unroll_max_depth: int = 16
+    reference_max_depth: int = 64
+    steps: int = 20
+    """SGD steps per timed scan at depth <= 64 (fewer deeper)."""
+    repeats: int = 3
+    quick: bool = False
+    """2 SGD steps per scan, 1 timed repeat (CPU dry runs)."""
+    check_epoch: bool = False
+    """Also time one real epoch for the first item."""
+    budget_s: float = 450.0
+    """Wall budget of the whole run (all processes)."""
+    out: str = "runs/teacher_speed_gpu"
+    write: Optional[str] = None
+    """Render this results.json into BENCHMARKS.md and exit."""
+    output: str = str(ROOT / "BENCHMARKS.md")
+    child: Optional[str] = None
+    """Internal: the group a child process runs (flags,deadline,rows file)."""
+
+
+def parse_args(argv=None) -> Args:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    return args
 
 
 def items(args, flags: bool) -> list[tuple]:
