@@ -23,7 +23,15 @@ another language) can read it without our code. Fields of every model:
 ``provenance``         ``{"run_kind", "run", "step", "teacher": {"run", "step", "depth", "width"}}``
 ``deepdistill_version``  version that wrote the file
 ``parity``             ``{"tolerance", "max_abs_err", "random": {...}, "task": {...}}`` against JAX
+``observation_names``  (schema 2) a name per robot-state entry (``state[i]`` when the task has none)
+``goal_names``         (schema 2) a name per goal entry: ``observation_names[goal_indices]``
+``controller``         (schema 2) how a native MuJoCo controller drives the robot from ``task.xml``
+                       (observation recipe, actuators, action map, control rate, episode starts and
+                       goals; see :mod:`deepdistill.export.contract`), or ``{"native": false,
+                       "reason"}`` for tasks without one
 =====================  ==========================================================================
+
+Schema 1 files (without the last three fields) still load; they have no native controller.
 
 The policy maps ``observation [B, S], goal [B, G]`` (float32) to ``action [B, A]``:
 ``tanh(mean)`` of the actor, mapped linearly from ``[-1, 1]`` into ``[action_low, action_high]``.
@@ -36,7 +44,7 @@ from typing import Any, Mapping
 
 from deepdistill.core.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PREFIX = "deepdistill."
 MODEL_KINDS = ("policy", "sa_encoder", "goal_encoder")
 
@@ -59,6 +67,7 @@ REQUIRED = (
     "deepdistill_version",
     "parity",
 )
+REQUIRED_V2 = ("observation_names", "goal_names", "controller")
 
 
 class MetadataError(UserError):
@@ -91,7 +100,7 @@ def decode(props: Mapping[str, str], where: str = "model") -> dict[str, Any]:
         raise MetadataError(
             f"{where}: metadata schema {version} is newer than this reader's ({SCHEMA_VERSION}); upgrade deepdistill"
         )
-    missing = [k for k in REQUIRED if k not in meta]
+    missing = [k for k in REQUIRED + (REQUIRED_V2 if version >= 2 else ()) if k not in meta]
     if missing:
         raise MetadataError(f"{where}: metadata lacks {', '.join(missing)}; re-export the run with `export-onnx`")
     if meta["model"] not in MODEL_KINDS:

@@ -19,6 +19,7 @@ import onnx
 from deepdistill import __version__
 from deepdistill.export import graph, metadata
 from deepdistill.export.config import MODEL_FILES, ExportConfig
+from deepdistill.export.contract import TASK_XML, controller_metadata
 from deepdistill.export.convert import ModelDef, model_defs, to_onnx_model
 from deepdistill.export.parity import check_parity, parity_inputs
 from deepdistill.core.checkpoint import Checkpointer
@@ -41,7 +42,7 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
     files = MODEL_FILES if cfg.encoders else MODEL_FILES[:1]
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
-    existing = [f for f in files if (out / f).exists()]
+    existing = [f for f in (*files, TASK_XML) if (out / f).exists()]
     if existing and not cfg.overwrite:
         raise ConfigError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace, or choose another --out")
     if cfg.step is not None:
@@ -62,7 +63,7 @@ def export_policy(run: PolicyRun, out: Path, cfg: ExportConfig, log: Callable[[s
     """Convert, check and write the models of a loaded run (``cfg`` supplies the options)."""
     defs = model_defs(run.nets, run.params, run.spec, cfg.max_unrolled_depth, cfg.encoders)
     inputs = parity_inputs(run.spec, cfg.parity_samples, cfg.parity_env_steps, cfg.seed)
-    base = run_metadata(run)
+    base, task_xml = run_metadata(run)
     models, summary = [], {}
     for d in defs:
         t0 = time.perf_counter()
@@ -92,15 +93,23 @@ def export_policy(run: PolicyRun, out: Path, cfg: ExportConfig, log: Callable[[s
             "parity_max_err": figures["max_err"],
         }
     t0 = time.perf_counter()
-    write_models(out, models)
-    log(f"wrote {len(models)} file(s) to {out} in {time.perf_counter() - t0:.1f} s")
+    extra = {TASK_XML: task_xml} if task_xml is not None else {}
+    write_models(out, models, extra)
+    log(f"wrote {len(models) + len(extra)} file(s) to {out} in {time.perf_counter() - t0:.1f} s"
+        + ("" if extra else f" (no task.xml: {base['controller']['reason']})"))
+    if extra:
+        summary[TASK_XML] = {"file": str(out / TASK_XML), "bytes": len(task_xml), "sha256": base["controller"]["task_xml_sha256"]}
     return summary
 
 
-def run_metadata(run: PolicyRun) -> dict[str, Any]:
-    """The fields every model of ``run`` shares (see :mod:`deepdistill.export.metadata`)."""
+def run_metadata(run: PolicyRun) -> tuple[dict[str, Any], bytes | None]:
+    """The fields every model of ``run`` shares (see :mod:`deepdistill.export.metadata`), and the task's
+    MJCF for ``task.xml`` (None when the task has no native MuJoCo recipe)."""
+    from deepdistill.teacher.envs import make_env
+
     spec = run.spec
     teacher = run.info.get("teacher") if run.kind == "student" else None
+    controller, names, task_xml = controller_metadata(make_env(spec.name))
     return {
         "schema_version": metadata.SCHEMA_VERSION,
         "task": spec.name,
@@ -121,7 +130,9 @@ def run_metadata(run: PolicyRun) -> dict[str, Any]:
             "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
         "deepdistill_version": __version__,
-    }
+        **names,
+        "controller": controller,
+    }, task_xml
 
 
 def model_metadata(d: ModelDef, run: PolicyRun) -> dict[str, Any]:
@@ -157,8 +168,9 @@ def attach_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
     )
 
 
-def write_models(out: Path, models: list[tuple[ModelDef, onnx.ModelProto]]) -> None:
-    """Write every model to a temporary file, reload it with the runtime, then rename all into place."""
+def write_models(out: Path, models: list[tuple[ModelDef, onnx.ModelProto]], extra: dict[str, bytes] | None = None) -> None:
+    """Write every model (and the ``extra`` files, ``{name: bytes}``) to temporary files, reload each model
+    with the runtime, then rename all into place."""
     from deepdistill.export.runtime import OnnxModel
 
     out.mkdir(parents=True, exist_ok=True)
@@ -168,8 +180,10 @@ def write_models(out: Path, models: list[tuple[ModelDef, onnx.ModelProto]]) -> N
             tmp = write_temp(out / f"{d.name}.onnx", model.SerializeToString())
             temps.append((d.name, tmp))
             OnnxModel(tmp, model=d.name)  # metadata and graph readable by the controller-side loader
+        for fname, data in (extra or {}).items():
+            temps.append((fname, write_temp(out / fname, data)))
         for name, tmp in temps:
-            os.replace(tmp, out / f"{name}.onnx")
+            os.replace(tmp, out / (name if name in (extra or {}) else f"{name}.onnx"))
     finally:
         for _, tmp in temps:
             tmp.unlink(missing_ok=True)

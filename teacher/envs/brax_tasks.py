@@ -72,6 +72,7 @@ from brax.positional import pipeline as positional_pipeline
 from brax.spring import pipeline as spring_pipeline
 from mujoco import mjx
 
+from deepdistill.export.recipe import ActionMap, CompiledRecipe, Recipe
 from deepdistill.teacher.envs import register
 from deepdistill.teacher.envs.base import EnvSpec, GoalEnv
 from deepdistill.teacher.envs.mazes import LAYOUTS, Maze, max_geom_pairs, parse, touchable_wall_cells, wall_geoms_xml
@@ -119,11 +120,18 @@ class Physics:
 
     ``mjx`` states are :class:`MjxState`; the other pipelines keep brax's own state."""
 
-    def __init__(self, sys: brax_base.System, backend: str, n_frames: int):
+    def __init__(self, sys: brax_base.System, backend: str, n_frames: int, xml: Optional[str] = None):
         if backend not in _PIPELINES:
             raise ValueError(f"unknown physics backend {backend!r}; choose one of {BACKENDS}")
         self.sys, self.backend, self.n_frames = sys, backend, int(n_frames)
+        self.xml = xml
+        """The MJCF the model was compiled from (MJX: solver options included), as exported in task.xml."""
         self._pipeline = _PIPELINES[backend]
+        self._needs_actuation = False
+
+    def observe_with(self, recipe: Recipe) -> None:
+        """Also compute actuator forces in :meth:`init_data`/:meth:`step_data` when ``recipe`` reads them."""
+        self._needs_actuation = recipe.needs_actuation
 
     @property
     def dt(self) -> float:
@@ -141,10 +149,29 @@ class Physics:
         if self.backend != "mjx":
             return jax.lax.scan(lambda s, _: (self._pipeline.step(self.sys, s, ctrl), None), state, None,
                                 length=self.n_frames)[0]
+        return self.step_data(state, ctrl)[0]
+
+    def init_data(self, q: jax.Array, qd: jax.Array, ctrl: jax.Array) -> tuple[MjxState, mjx.Data]:
+        """MJX: the compact state and the ``mjx.Data`` of ``q, qd, ctrl`` with what the recipe reads
+        propagated (the state ``mj_forward`` gives native MuJoCo)."""
+        data = self._propagate(mjx.make_data(self.sys).replace(qpos=q, qvel=qd, ctrl=ctrl))
+        return self._compact(data), data
+
+    def step_data(self, state: MjxState, ctrl: jax.Array) -> tuple[MjxState, mjx.Data]:
+        """MJX: ``n_frames`` steps of ``ctrl``, then the new state propagated as in :meth:`init_data`."""
         data = mjx.make_data(self.sys).replace(
             qpos=state.q, qvel=state.qd, ctrl=ctrl, qacc_warmstart=state.qacc_warmstart)
         data = jax.lax.scan(lambda d, _: (mjx.step(self.sys, d), None), data, None, length=self.n_frames)[0]
-        return self._compact(data)
+        data = self._propagate(data)
+        return self._compact(data), data
+
+    def _propagate(self, data: mjx.Data) -> mjx.Data:
+        """Kinematics and com quantities of the current ``qpos, qvel`` (after ``mjx.step`` they are those of
+        the state before the last integration), and actuator forces when the recipe reads them."""
+        data = mjx.com_vel(self.sys, mjx.com_pos(self.sys, mjx.kinematics(self.sys, data)))
+        if self._needs_actuation:
+            data = mjx.fwd_actuation(self.sys, mjx.transmission(self.sys, data))
+        return data
 
     def _compact(self, data: mjx.Data) -> MjxState:
         """Body poses and velocities as brax's MJX pipeline computes them, and the carried state."""
@@ -155,24 +182,43 @@ class Physics:
         return MjxState(q=data.qpos, qd=data.qvel, x=x, xd=xd, ctrl=data.ctrl, qacc_warmstart=data.qacc_warmstart)
 
 
-def _load(xml: str, backend: str, *, spring_timestep: float, mjx_solver: tuple[int, int] = (1, 4)):
+def _load(xml: str, backend: str, *, name: str, spring_timestep: float,
+          mjx_solver: tuple[int, int] = (1, 4)) -> tuple[brax_base.System, str, mujoco.MjModel]:
     """Load an MJCF string with brax's per-pipeline settings (those of brax's own envs).
+
+    Returns ``(sys, xml, mj)``: ``xml`` is the MJCF that ``mj`` (and ``sys``) was compiled from, with
+    every change made here written into it, so native MuJoCo loading it steps the same model: bodies
+    without joints fused into their parents (as brax does), actuators named (by their joint when
+    unnamed), the model named after the task, and for MJX the solver options in ``<option>``.
 
     ``mjx_solver``: Newton (iterations, line-search iterations) for MJX, brax's ant and humanoid
     setting by default. Keep them few: on the CPU, MJX's solver loop under ``vmap`` crawls when
     many iterations are allowed (the pusher's MJCF asks for 20: one step of 1,024 envs then took
     minutes, with the CPU mostly idle)."""
-    sys = mjcf.loads(xml)
+    root = ET.fromstring(xml)
+    mjcf._fuse_bodies(root)  # what mjcf.loads does before compiling
+    root.set("model", name)
+    for act in root.iterfind("./actuator/*"):
+        if not act.get("name"):
+            act.set("name", act.get("joint") or act.get("site") or act.get("tendon") or "")
+    if backend == "mjx":
+        option = root.find("./option")
+        if option is None:
+            option = ET.Element("option")
+            root.insert(0, option)
+        option.set("solver", "Newton")
+        option.set("iterations", str(mjx_solver[0]))
+        option.set("ls_iterations", str(mjx_solver[1]))
+        flag = option.find("./flag")
+        if flag is None:
+            flag = ET.SubElement(option, "flag")
+        flag.set("eulerdamp", "disable")
+    xml = ET.tostring(root, encoding="unicode")
+    mj = mujoco.MjModel.from_xml_string(xml)
+    sys = mjcf.load_model(mj)
     if backend in ("spring", "positional"):
         sys = sys.tree_replace({"opt.timestep": spring_timestep})
-    if backend == "mjx":
-        sys = sys.tree_replace({
-            "opt.solver": mujoco.mjtSolver.mjSOL_NEWTON,
-            "opt.disableflags": mujoco.mjtDisableBit.mjDSBL_EULERDAMP,
-            "opt.iterations": mjx_solver[0],
-            "opt.ls_iterations": mjx_solver[1],
-        })
-    return sys
+    return sys, xml, mj
 
 
 def _with_maze(
@@ -227,19 +273,64 @@ def _may_collide(mj: mujoco.MjModel, g1: int, g2: int) -> bool:
 
 
 class BraxGoalEnv(GoalEnv):
-    """A :class:`GoalEnv` whose dynamics are a :class:`Physics`. Subclasses build the state."""
+    """A :class:`GoalEnv` whose dynamics are a :class:`Physics`.
+
+    On MJX a task declares its controller contract (:meth:`_declare`): the observation recipe and the
+    action map (:mod:`deepdistill.export.recipe`), which this class uses to build every observation
+    and control, and which the exporter writes into the ONNX metadata for a native controller. Tasks
+    on brax's own pipelines (``recipe = None``) build their state in ``_robot_state``."""
 
     physics: Physics
+    recipe: Optional[Recipe] = None
+    action_map: Optional[ActionMap] = None
+    mj_model: Optional[mujoco.MjModel] = None
+    _observe: Optional[CompiledRecipe] = None
+
+    def _declare(self, mj: mujoco.MjModel, recipe: Recipe, action_map: ActionMap) -> None:
+        """Install the task's controller contract (MJX only)."""
+        self.mj_model, self.recipe, self.action_map = mj, recipe, action_map
+        self._observe = recipe.compile(mj)
+        self.physics.observe_with(recipe)
+
+    @property
+    def native(self) -> bool:
+        """Whether native MuJoCo can run this task from its recipe and XML."""
+        return self.recipe is not None
+
+    def episode_distribution(self) -> dict[str, Any]:
+        """How episodes start, for a native controller (:func:`deepdistill.export.recipe.sample_episode`):
+        the same distribution as ``reset_split``, written as data."""
+        raise NotImplementedError(f"{self.spec.name} has no native MuJoCo episode record")
+
+    def _episode(self, qpos0, **fields) -> dict[str, Any]:
+        mj = self.mj_model
+        return {"nq": int(mj.nq), "nv": int(mj.nv), "nu": int(mj.nu), "qpos0": np.asarray(qpos0, np.float64).tolist(),
+                **fields}
 
     def _robot_state(self, ps: Any, ctrl: jax.Array) -> jax.Array:
         raise NotImplementedError
 
     def _ctrl(self, ps: Any, action: jax.Array) -> jax.Array:
-        """Map an action in [-1, 1]^A to actuator controls (default: the action itself)."""
+        """Map an action in [-1, 1]^A to actuator controls (default: the action map, else the action)."""
+        if self.action_map is not None:
+            return self.action_map.ctrl(action, ps.q, jnp)
         return action
+
+    def _init(self, q: jax.Array, qd: jax.Array, ctrl: Optional[jax.Array] = None) -> tuple[Any, jax.Array]:
+        """The physics state of ``q, qd`` (and ``ctrl``, default zeros) and its robot state."""
+        if ctrl is None:
+            ctrl = jnp.zeros(self.physics.sys.act_size())
+        if self._observe is not None:
+            ps, data = self.physics.init_data(q, qd, ctrl)
+            return ps, self._observe.read(data, jnp)
+        ps = self.physics.init(q, qd)
+        return ps, self._robot_state(ps, ctrl)
 
     def _physics_step(self, pipeline_state, action):
         ctrl = self._ctrl(pipeline_state, action)
+        if self._observe is not None:
+            ps, data = self.physics.step_data(pipeline_state, ctrl)
+            return ps, self._observe.read(data, jnp)
         ps = self.physics.step(pipeline_state, ctrl)
         return ps, self._robot_state(ps, ctrl)
 
@@ -283,6 +374,24 @@ class _Locomotion(BraxGoalEnv):
             self.goal_cells = jnp.asarray(maze.goal_cells, jnp.int32)
             self.far_cells = jnp.asarray(maze.far_cells, jnp.int32)
 
+    def _goal_record(self, split: str, z: Optional[float] = None) -> dict[str, Any]:
+        """The goal distribution of ``split`` as data (see :func:`deepdistill.export.recipe.sample_goal`)."""
+        if self.maze is None:
+            return {"kind": "ring", "center": np.asarray(self.start_xy).tolist(), "r_min": self.goal_distance[0],
+                    "r_max": self.goal_distance[1], "z": z}
+        cells = self.maze.far_cells if split == "far" else self.maze.goal_cells
+        return {"kind": "cells", "cells": np.asarray(cells).tolist(), "cell_size": float(self.maze.cell_size),
+                "jitter": self.goal_jitter, "z": z}
+
+    def _locomotion_episode(self, qvel_noise: str, z: Optional[float] = None) -> dict[str, Any]:
+        nq, nv = self.mj_model.nq, self.mj_model.nv
+        return self._episode(
+            self.init_q,
+            qpos_noise={"kind": "uniform", "scale": self.reset_noise, "indices": [i for i in range(nq) if not 3 <= i < 7]},
+            qvel_noise={"kind": qvel_noise, "scale": self.reset_noise, "indices": list(range(nv))},
+            goals={split: self._goal_record(split, z) for split in ("train", *self.spec.eval_splits)},
+        )
+
     def _goal_xy(self, rng: jax.Array, split: str) -> jax.Array:
         """In the open: at a distance U(goal_distance) from the start; in a maze: over goal cells."""
         if self.maze is None:
@@ -306,10 +415,14 @@ class AntGoal(_Locomotion):
         reset_noise: float = 0.1,
     ):
         xml = _with_maze(BRAX_ASSETS / "ant.xml", maze, body_geoms=("torso_geom",))
-        sys = _load(xml, backend, spring_timestep=0.005)
+        sys, xml, mj = _load(xml, backend, name=name, spring_timestep=0.005)
         if backend == "positional":  # as brax's ant: the positional pipeline needs stronger motors
             sys = sys.replace(actuator=sys.actuator.replace(gear=200 * jnp.ones_like(sys.actuator.gear)))
-        self.physics = Physics(sys, backend, n_frames=10 if backend in ("spring", "positional") else 5)
+        self.physics = Physics(sys, backend, n_frames=10 if backend in ("spring", "positional") else 5, xml=xml)
+        if backend == "mjx":  # state = qpos (15) + qvel (14); ctrl = action (ctrlrange [-1, 1])
+            self._declare(mj, Recipe.from_list([{"kind": "qpos", "start": 0, "stop": mj.nq},
+                                                {"kind": "qvel", "start": 0, "stop": mj.nv}]),
+                          ActionMap.affine(-np.ones(mj.nu), np.ones(mj.nu)))
         self._setup_goals(maze, goal_distance, goal_jitter)
         self.reset_noise = float(reset_noise)
         self.init_q = jnp.asarray(sys.init_q).at[:2].set(self.start_xy)
@@ -328,12 +441,15 @@ class AntGoal(_Locomotion):
     def _sample_goal(self, rng, split: str = "train"):
         return self._goal_xy(rng, split)
 
+    def episode_distribution(self) -> dict[str, Any]:
+        return self._locomotion_episode("normal")
+
     def _reset(self, rng, split):
         k_q, k_qd, k_goal = jax.random.split(rng, 3)
         q = _noisy_q(k_q, self.init_q, self.reset_noise)
         qd = self.reset_noise * jax.random.normal(k_qd, (self.physics.sys.qd_size(),))
-        ps = self.physics.init(q, qd)
-        return ps, self._robot_state(ps, None), self._sample_goal(k_goal, split)
+        ps, robot = self._init(q, qd)
+        return ps, robot, self._sample_goal(k_goal, split)
 
     def _robot_state(self, ps, ctrl):
         return jnp.concatenate([ps.q, ps.qd])
@@ -361,11 +477,17 @@ class HumanoidGoal(_Locomotion):
         # can then topple over them.
         xml = _with_maze(BRAX_ASSETS / "humanoid.xml", maze, wall_height=2.0,
                          wall_spheres=(("torso", "0 0 0", 0.12), ("pelvis", "-0.02 0 0", 0.13)))
-        sys = _load(xml, backend, spring_timestep=0.0015)
+        sys, xml, mj = _load(xml, backend, name=name, spring_timestep=0.0015)
         if backend in ("spring", "positional"):  # brax's humanoid motor strengths for these pipelines
             gear = jnp.array([350.0] * 11 + [100.0] * 6)
             sys = sys.replace(actuator=sys.actuator.replace(gear=gear))
-        self.physics = Physics(sys, backend, n_frames=10 if backend in ("spring", "positional") else 5)
+        self.physics = Physics(sys, backend, n_frames=10 if backend in ("spring", "positional") else 5, xml=xml)
+        if backend == "mjx":  # MuJoCo's own com-based inertia and velocity (gym's humanoid observation)
+            ctrl_range = np.asarray(mj.actuator_ctrlrange)
+            self._declare(mj, Recipe.from_list([
+                {"kind": "qpos", "start": 0, "stop": mj.nq}, {"kind": "qvel", "start": 0, "stop": mj.nv},
+                {"kind": "cinert"}, {"kind": "cvel"}, {"kind": "qfrc_actuator"}]),
+                ActionMap.affine(ctrl_range[:, 0], ctrl_range[:, 1]))
         self._setup_goals(maze, goal_distance, goal_jitter)
         self.reset_noise = float(reset_noise)
         self.init_q = jnp.asarray(sys.init_q).at[:2].set(self.start_xy)
@@ -394,18 +516,23 @@ class HumanoidGoal(_Locomotion):
     def _sample_goal(self, rng, split: str = "train"):
         return jnp.concatenate([self._goal_xy(rng, split), jnp.array([HUMANOID_GOAL_Z])])
 
+    def episode_distribution(self) -> dict[str, Any]:
+        return self._locomotion_episode("uniform", z=HUMANOID_GOAL_Z)
+
     def _reset(self, rng, split):
         k_q, k_qd, k_goal = jax.random.split(rng, 3)
         q = _noisy_q(k_q, self.init_q, self.reset_noise)
         qd = jax.random.uniform(k_qd, (self.physics.sys.qd_size(),), minval=-self.reset_noise, maxval=self.reset_noise)
-        ps = self.physics.init(q, qd)
-        ctrl = jnp.zeros(self.physics.sys.act_size())
-        return ps, self._robot_state(ps, ctrl), self._sample_goal(k_goal, split)
+        ps, robot = self._init(q, qd)
+        return ps, robot, self._sample_goal(k_goal, split)
 
     def _ctrl(self, ps, action):
+        if self.action_map is not None:
+            return self.action_map.ctrl(action, ps.q, jnp)
         return self._ctrl_lo + (action + 1.0) * 0.5 * (self._ctrl_hi - self._ctrl_lo)
 
     def _robot_state(self, ps, ctrl):
+        """brax's own pipelines (no MJX data): brax's com-based inertia and velocity."""
         inertia = self._inertia
         mass = inertia.mass
         x_i = ps.x.vmap().do(inertia.transform)  # each body's centre of mass
@@ -421,6 +548,9 @@ class HumanoidGoal(_Locomotion):
 # --- reacher and pusher -------------------------------------------------------------------------------
 
 
+REACHER_GOAL_RADIUS = 0.2
+
+
 class ReacherGoal(BraxGoalEnv):
     """Brax's 2-link reacher; goal = fingertip ``(x, y, z)``, a point within 0.2 of the base."""
 
@@ -428,10 +558,16 @@ class ReacherGoal(BraxGoalEnv):
 
     def __init__(self, name: str = "reacher", backend: str = "mjx", episode_length: int = EPISODE_LENGTH,
                  success_threshold: float = 0.05):
-        sys = _load((BRAX_ASSETS / "reacher.xml").read_text(), backend, spring_timestep=0.005)
+        sys, xml, mj = _load((BRAX_ASSETS / "reacher.xml").read_text(), backend, name=name, spring_timestep=0.005)
         if backend in ("spring", "positional"):  # brax's reacher motor strengths for these pipelines
             sys = sys.replace(actuator=sys.actuator.replace(gear=jnp.array([25.0, 25.0])))
-        self.physics = Physics(sys, backend, n_frames=4 if backend in ("spring", "positional") else 2)
+        self.physics = Physics(sys, backend, n_frames=4 if backend in ("spring", "positional") else 2, xml=xml)
+        if backend == "mjx":  # the fingertip (fused into body1 by brax) is a point of body1
+            tip = {"body": "body1", "offset": self.TIP.tolist(), "name": "fingertip"}
+            self._declare(mj, Recipe.from_list([
+                {"kind": "cos_qpos", "start": 0, "stop": 2}, {"kind": "sin_qpos", "start": 0, "stop": 2},
+                {"kind": "body_point", **tip}, {"kind": "body_point_vel", **tip}]),
+                ActionMap.affine(-np.ones(mj.nu), np.ones(mj.nu)))
         self.goal_z = 0.01  # height of the arm's plane (and of the target marker)
         self.spec = EnvSpec(
             name=name, state_size=10, goal_size=3, action_size=sys.act_size(), goal_indices=(4, 5, 6),
@@ -440,8 +576,19 @@ class ReacherGoal(BraxGoalEnv):
         )
 
     def _sample_goal(self, rng):
-        xy = _ring_goal(rng, jnp.zeros(2), 0.0, 0.2)
+        xy = _ring_goal(rng, jnp.zeros(2), 0.0, REACHER_GOAL_RADIUS)
         return jnp.concatenate([xy, jnp.array([self.goal_z])])
+
+    def episode_distribution(self) -> dict[str, Any]:
+        mj = self.mj_model
+        goal = {"kind": "ring", "center": [0.0, 0.0], "r_min": 0.0, "r_max": REACHER_GOAL_RADIUS, "z": self.goal_z}
+        return self._episode(
+            self.physics.sys.init_q,
+            qpos_noise={"kind": "uniform", "scale": 0.1, "indices": list(range(mj.nq))},
+            qvel_noise={"kind": "uniform", "scale": 0.005, "indices": [0, 1]},
+            goals={split: goal for split in ("train", *self.spec.eval_splits)},
+            goal_to_qpos={"qpos": [2, 3], "goal": [0, 1]},  # the target marker's slide joints
+        )
 
     def _reset(self, rng, split):
         k_q, k_qd, k_goal = jax.random.split(rng, 3)
@@ -450,10 +597,11 @@ class ReacherGoal(BraxGoalEnv):
         q = sys.init_q + jax.random.uniform(k_q, (sys.q_size(),), minval=-0.1, maxval=0.1)
         q = q.at[2:].set(goal[:2])  # the (non-colliding) target marker shows the goal
         qd = jax.random.uniform(k_qd, (sys.qd_size(),), minval=-0.005, maxval=0.005).at[2:].set(0.0)
-        ps = self.physics.init(q, qd)
-        return ps, self._robot_state(ps, None), goal
+        ps, robot = self._init(q, qd)
+        return ps, robot, goal
 
     def _robot_state(self, ps, ctrl):
+        """brax's own pipelines: brax's reacher observation (its tip velocity offsets the tip in the world frame)."""
         tip = brax_base.Transform.create(pos=jnp.asarray(self.TIP))
         tip_pos = ps.x.take(1).do(tip).pos
         tip_vel = tip.do(ps.xd.take(1)).vel
@@ -467,7 +615,7 @@ class PusherGoal(BraxGoalEnv):
     def __init__(self, name: str = "pusher", backend: str = "spring", episode_length: int = EPISODE_LENGTH,
                  success_threshold: float = 0.1):
         xml = (BRAX_ASSETS / "pusher.xml").read_text()
-        sys = _load(xml, backend, spring_timestep=0.001)
+        sys, _, _ = _load(xml, backend, name=name, spring_timestep=0.001)
         if backend in ("spring", "positional"):  # brax's pusher motor strengths for these pipelines
             sys = sys.replace(actuator=sys.actuator.replace(gear=jnp.array([20.0] * sys.act_size())))
         self.physics = Physics(sys, backend, n_frames=50 if backend in ("spring", "positional") else 5)
@@ -545,6 +693,7 @@ CUBE_HALF = 0.02
 ARM_STEP = 0.05
 """Largest gripper displacement per environment step (m) along each axis."""
 FINGER_OPEN = 0.05
+ARM_HAND_START = (0.0, 0.0, 0.15)
 
 
 def _arm_xml(layout: ArmLayout) -> str:
@@ -569,11 +718,21 @@ class ArmGoal(BraxGoalEnv):
                  success_threshold: float = 0.1):
         if backend != "mjx":
             raise ValueError("the arm tasks run on MJX only (the gripper is gravity-compensated, which only MJX models)")
-        sys = _load(_arm_xml(layout), backend, spring_timestep=0.005, mjx_solver=(4, 8))
-        self.physics = Physics(sys, backend, n_frames=10)  # 0.05 s per step
+        sys, xml, mj = _load(_arm_xml(layout), backend, name=name, spring_timestep=0.005, mjx_solver=(4, 8))
+        self.physics = Physics(sys, backend, n_frames=10, xml=xml)  # 0.05 s per step
         self.layout = layout
-        ranges = np.asarray(sys.jnt_range)[1:4]  # hand x, y, z (joint 0 is the cube's free joint)
-        self._hand_lo, self._hand_hi = jnp.asarray(ranges[:, 0]), jnp.asarray(ranges[:, 1])
+        ranges = np.asarray(mj.jnt_range)[1:4]  # hand x, y, z (joint 0 is the cube's free joint)
+        # state: cube position, quaternion, linear velocity; hand position, velocity; finger opening
+        self._declare(mj, Recipe.from_list([
+            {"kind": "qpos", "start": 0, "stop": 3}, {"kind": "qpos", "start": 3, "stop": 7},
+            {"kind": "qvel", "start": 0, "stop": 3}, {"kind": "qpos", "start": 7, "stop": 10},
+            {"kind": "qvel", "start": 6, "stop": 9}, {"kind": "qpos_sum", "indices": [10, 11], "name": "finger_opening"}]),
+            # the hand's servo targets move at most ARM_STEP per step; action[3] closes both fingers
+            ActionMap.from_list([
+                {"kind": "qpos_delta", "action": [0, 1, 2], "ctrl": [0, 1, 2], "qpos": [7, 8, 9], "scale": ARM_STEP,
+                 "low": ranges[:, 0].tolist(), "high": ranges[:, 1].tolist()},
+                {"kind": "affine", "action": [3, 3], "ctrl": [3, 4], "scale": [-0.5 * FINGER_OPEN] * 2,
+                 "offset": [0.5 * FINGER_OPEN] * 2}], mj.nu))
         self.spec = EnvSpec(
             name=name, state_size=17, goal_size=3, action_size=4, goal_indices=(0, 1, 2),
             success_threshold=float(success_threshold), episode_length=int(episode_length),
@@ -588,24 +747,24 @@ class ArmGoal(BraxGoalEnv):
         xy = self._in_box(rng, self.layout.goal_center, self.layout.goal_half)
         return jnp.concatenate([xy, jnp.array([CUBE_HALF])])
 
+    def episode_distribution(self) -> dict[str, Any]:
+        lay = self.layout
+        goal = {"kind": "box", "center": list(lay.goal_center), "half": lay.goal_half, "z": CUBE_HALF}
+        qpos0 = [*lay.cube_center, CUBE_HALF, 1.0, 0.0, 0.0, 0.0, *ARM_HAND_START, FINGER_OPEN, FINGER_OPEN]
+        return self._episode(
+            qpos0, ctrl0=[*ARM_HAND_START, FINGER_OPEN, FINGER_OPEN],
+            qpos_boxes=[{"indices": [0, 1], "center": list(lay.cube_center), "half": lay.cube_half}],
+            goals={split: goal for split in ("train", *self.spec.eval_splits)},
+        )
+
     def _reset(self, rng, split):
         k_cube, k_goal = jax.random.split(rng)
         cube = self._in_box(k_cube, self.layout.cube_center, self.layout.cube_half)
-        hand = jnp.array([0.0, 0.0, 0.15])
+        hand = jnp.asarray(ARM_HAND_START)
         q = jnp.concatenate([cube, jnp.array([CUBE_HALF, 1.0, 0.0, 0.0, 0.0]), hand, jnp.full(2, FINGER_OPEN)])
         qd = jnp.zeros(self.physics.sys.qd_size())
-        ps = self.physics.init(q, qd)
-        ps = ps.replace(ctrl=jnp.concatenate([hand, jnp.full(2, FINGER_OPEN)]))
-        return ps, self._robot_state(ps, None), self._sample_goal(k_goal)
-
-    def _ctrl(self, ps, action):
-        hand = jnp.clip(ps.q[7:10] + ARM_STEP * action[:3], self._hand_lo, self._hand_hi)
-        fingers = jnp.full(2, 0.5 * FINGER_OPEN * (1.0 - action[3]))
-        return jnp.concatenate([hand, fingers])
-
-    def _robot_state(self, ps, ctrl):
-        q, qd = ps.q, ps.qd
-        return jnp.concatenate([q[0:3], q[3:7], qd[0:3], q[7:10], qd[6:9], (q[10] + q[11])[None]])
+        ps, robot = self._init(q, qd, jnp.concatenate([hand, jnp.full(2, FINGER_OPEN)]))
+        return ps, robot, self._sample_goal(k_goal)
 
 
 # --- registry ------------------------------------------------------------------------------------------
