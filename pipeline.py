@@ -26,6 +26,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "distill": {},
         "students": [(0, 64), (4, 64), (8, 64)],
     },
+    # A robot on 2 CPU cores: reacher learns fastest of the Brax tasks on a CPU (cheapest physics, 2
+    # actuators, a goal within 0.2 m; a depth-4 teacher reached 0.98 success in ~90 s). A deep teacher
+    # (depth 16, 827k parameters) and a 13x smaller depth-4 student; see BENCHMARKS.md.
+    "reacher": {
+        "teacher": dict(env="reacher", depth=16, width=128, batch_size=128, num_envs=256, unroll_length=50,
+                        env_steps_per_sgd_step=32.0, replay_steps_per_env=1_000, total_env_steps=600_000,
+                        eval_every=200_000, num_eval_episodes=64),
+        "distill": dict(steps=3_000, eval_every=1_500, num_eval_episodes=64),
+        "students": [(4, 64)],
+        "episodes": 128,
+    },
+    # One GPU (untested here: no GPU on the machine that wrote it). The paper's ant setting at depth 64
+    # (width 256, 512 envs, batch 256, 1 SGD step per 40 env steps), 50M env steps; students of depth 4.
+    "ant": {
+        "teacher": dict(env="ant", depth=64, width=256, batch_size=256, num_envs=512, unroll_length=62,
+                        env_steps_per_sgd_step=40.0, replay_steps_per_env=10_000, total_env_steps=50_000_000,
+                        eval_every=1_000_000, num_eval_episodes=128, remat=True),
+        "distill": dict(steps=20_000, batch_size=512, num_envs=256, eval_every=5_000, num_eval_episodes=128),
+        "students": [(4, 256), (4, 64)],
+        "episodes": 128,
+    },
     # seconds on a laptop: for tests and a first look at the outputs, not for results
     "smoke": {
         "teacher": dict(env="point_arena", depth=8, width=32, repr_dim=16, num_envs=32, unroll_length=25,
@@ -43,12 +64,13 @@ class PipelineConfig:
     """Train a teacher, distill students, export them to ONNX and compare everything, in one folder."""
 
     preset: str = "quickstart"
-    """quickstart (point_maze, one depth-4 student), sweep (students of depth 0, 4, 8) or smoke (seconds)."""
+    """quickstart (point_maze, one depth-4 student), sweep (students of depth 0, 4, 8), reacher (a robot on 2
+    CPU cores, about 20 min), ant (one GPU; untested on a GPU) or smoke (seconds)."""
     out: str = "runs/quickstart"
     """Folder for every stage: teacher/, student_d*_w*/, onnx_d*_w*/, report/."""
     seed: int = 0
-    episodes: int = 256
-    """Evaluation episodes per split."""
+    episodes: Optional[int] = None
+    """Evaluation episodes per split (default: the preset's, else 256)."""
     progress: bool = True
 
 
@@ -73,9 +95,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
     if cfg.preset not in PRESETS:
         raise ConfigError(f"--preset {cfg.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
-    if cfg.episodes <= 0:
+    if cfg.episodes is not None and cfg.episodes <= 0:
         raise ConfigError(f"--episodes must be positive (got {cfg.episodes})")
     preset = PRESETS[cfg.preset]
+    episodes = cfg.episodes or preset.get("episodes", 256)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     status = _stage_status(out)
@@ -113,7 +136,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
     report_dir = out / "report"
     report = evaluate(EvaluateConfig(teacher=str(teacher_dir), student=tuple(students), onnx=tuple(onnx_dirs),
-                                     episodes=cfg.episodes, out=str(report_dir)))
+                                     episodes=episodes, out=str(report_dir)))
     _mark(out, status, "evaluate")
     print(table(report))
     print(f"\nreport: {report['paths']['md']} (plots beside it); runs under {out}/")

@@ -144,6 +144,18 @@ class CompiledRecipe:
     def size(self) -> int:
         return len(self.names)
 
+    @property
+    def slices(self) -> list[slice]:
+        """Where each recipe entry lies in the observation."""
+        out, start = [], 0
+        for (kind, arg) in self._steps:
+            n = {"qpos_sum": 1, "body_point": 3, "body_point_vel": 3, "cinert": 10 * (self.nbody - 1),
+                 "cvel": 6 * (self.nbody - 1), "qfrc_actuator": self.nv}.get(kind)
+            n = n if n is not None else arg.stop - arg.start
+            out.append(slice(start, start + n))
+            start += n
+        return out
+
     def read(self, d: Any, xp: Any = np) -> Any:
         """The observation ``[size]`` from ``d`` (an ``mjx.Data`` with ``xp=jax.numpy``, or an ``MjData``)."""
         parts = []

@@ -38,6 +38,9 @@ def meta(**over):
         "provenance": {},
         "deepdistill_version": "0",
         "parity": {},
+        "observation_names": [f"state[{i}]" for i in range(S)],
+        "goal_names": ["state[0]", "state[1]"],
+        "controller": {"native": False, "reason": "a toy task with no MuJoCo model"},
     }
     m.update(over)
     return m
@@ -158,6 +161,17 @@ def test_files_without_our_metadata(tmp_path):
         OnnxPolicy(write(tmp_path, toy_model(metadata.encode(meta(schema_version=metadata.SCHEMA_VERSION + 1)))))
     with pytest.raises(PolicyFileError, match="holds a goal_encoder model, not a policy"):
         OnnxPolicy(write(tmp_path, toy_model(metadata.encode(meta(model="goal_encoder")))))
+
+
+def test_schema_1_files_still_load_and_schema_2_needs_the_controller_fields(tmp_path):
+    v1 = {k: v for k, v in meta(schema_version=1).items() if k not in metadata.REQUIRED_V2}
+    p = OnnxPolicy(write(tmp_path, toy_model(metadata.encode(v1))))
+    obs, goal = np.array([0.5, -1.0, 2.0], np.float32), np.array([0.25, 0.75], np.float32)
+    np.testing.assert_allclose(p.act(obs, goal), expected(obs, goal), atol=1e-6)
+    assert p.metadata["schema_version"] == 1 and "controller" not in p.metadata
+    v2 = {k: v for k, v in metadata.encode(meta()).items() if k != "deepdistill.controller"}
+    with pytest.raises(PolicyFileError, match="metadata lacks controller"):
+        OnnxPolicy(write(tmp_path, toy_model(v2)))
 
 
 def test_malformed_metadata_and_unknown_providers(tmp_path):

@@ -1,0 +1,95 @@
+"""The ONNX student in native MuJoCo beside its JAX env: the ``native_mujoco`` rows of ``evaluate``, the
+sim-to-sim observation gap, and the random-policy baseline row every report shows."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+
+from deepdistill.teacher.envs import GoalEnv
+from deepdistill.teacher.rollout import _flatten, make_host_evaluator, split_key
+
+SIM2SIM_STEPS = 10
+SIM2SIM_EPISODES = 16
+
+
+def random_policy(env: GoalEnv, seed: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``act(state [B, S], goal [B, G])``: actions uniform over the action range (seeded)."""
+    rng = np.random.default_rng(seed)
+    lo, hi, A = env.spec.action_low, env.spec.action_high, env.spec.action_size
+    return lambda s, g: rng.uniform(lo, hi, (len(s), A)).astype(np.float32)
+
+
+def random_row(env: GoalEnv, episodes: int, seed: int) -> dict:
+    """The random policy on the same episodes as every other row."""
+    ev = make_host_evaluator(env, episodes, seed)(random_policy(env, seed))
+    return {"name": "random", "kind": "random", **ev}
+
+
+def jax_starts(env: GoalEnv, key: jax.Array, n: int, split: str, jit: Callable = jax.jit
+               ) -> tuple[Any, list[tuple[np.ndarray, ...]]]:
+    """The env's batch of ``n`` resets of ``split`` and the same starts ``(qpos, qvel, ctrl, goal)`` for MuJoCo."""
+    s = jit(jax.vmap(lambda k: env.reset_split(k, split)))(jax.random.split(key, n))
+    ps = jax.device_get(s.pipeline_state)
+    goals = np.asarray(s.info["goal"])
+    return s, [(np.asarray(ps.q[i], np.float64), np.asarray(ps.qd[i], np.float64), np.asarray(ps.ctrl[i], np.float64),
+                goals[i]) for i in range(n)]
+
+
+def native_controller(env: GoalEnv, policy: Any, xml: Optional[str] = None):
+    """The native controller of an ONNX policy, or None when the task has no native recipe."""
+    from deepdistill.export.mujoco_controller import MujocoController
+
+    if not getattr(env, "native", False) or not (policy.metadata.get("controller") or {}).get("native"):
+        return None
+    return MujocoController(policy, xml)
+
+
+def native_row(env: GoalEnv, ctl: Any, episodes: int, seed: int) -> dict:
+    """Success, time at goal and final distance in native MuJoCo from the same starts and goals as the
+    JAX evaluation (every eval split), and the sim-to-sim observation gap."""
+    per_split = {}
+    for i, split in enumerate(env.spec.eval_splits):
+        _, starts = jax_starts(env, split_key(seed, i), episodes, split)
+        r = ctl.run(starts=starts, split=split)
+        per_split[split] = {k: r[k] for k in ("success_rate", "time_at_goal", "final_distance")}
+    return {**_flatten(per_split), **sim2sim(env, ctl, split_key(seed, 0), min(episodes, SIM2SIM_EPISODES))}
+
+
+def sim2sim(env: GoalEnv, ctl: Any, key: jax.Array, episodes: int = SIM2SIM_EPISODES, steps: int = SIM2SIM_STEPS,
+            jit: Callable = jax.jit, states: Optional[list] = None) -> dict:
+    """Largest observation difference between the MJX env and native MuJoCo over the first ``steps`` control
+    steps of the same episodes, each side driven by the policy from its own observations.
+
+    ``sim2sim_obs_err`` is relative to the observation's scale: per recipe entry (a qpos range, a body
+    point, ...), ``max |obs_mjx - obs_native| / max |obs_mjx|`` over the steps and episodes, then the
+    largest over entries. ``sim2sim_obs_err_abs`` is the largest absolute difference. ``states``, when
+    given, receives the env's state after the reset and after each step (``jit`` compiles reset and step)."""
+    act = ctl.policy.act
+    S = env.spec.state_size
+    s, starts = jax_starts(env, key, episodes, env.spec.eval_splits[0], jit)
+    step = jit(jax.vmap(env.step))
+    if states is not None:
+        states.append(jax.device_get(s))
+    datas, obs_n = zip(*(ctl.start(q, v, c) for q, v, c, _ in starts))
+    obs_n = np.stack(obs_n)
+    goals = np.asarray(s.info["goal"], np.float32)
+    mjx_obs, nat_obs = [np.asarray(s.obs[:, :S])], [obs_n]
+    for _ in range(steps):
+        s = step(s, np.asarray(act(mjx_obs[-1], goals), np.float32))
+        obs_n = np.stack([ctl.step(d, a) for d, a in zip(datas, np.asarray(act(obs_n.astype(np.float32), goals)))])
+        mjx_obs.append(np.asarray(s.obs[:, :S]))
+        nat_obs.append(obs_n)
+        if states is not None:
+            states.append(jax.device_get(s))
+    a, b = np.stack(mjx_obs), np.stack(nat_obs)
+    diff = np.abs(a - b)
+    rel = {}
+    for entry, sl in zip(ctl.observe.recipe.entries, ctl.observe.slices):
+        scale = max(float(np.abs(a[..., sl]).max()), 1e-6)
+        rel[f"{entry['kind']}[{sl.start}:{sl.stop}]"] = float(diff[..., sl].max()) / scale
+    worst = max(rel, key=rel.get)
+    return {"sim2sim_obs_err": rel[worst], "sim2sim_obs_err_abs": float(diff.max()), "sim2sim_worst_entry": worst,
+            "sim2sim_steps": steps, "sim2sim_episodes": episodes}
