@@ -101,13 +101,17 @@ def compare(
     latency_samples: int = 300,
     env: Optional[GoalEnv] = None,
     viewer: bool = True,
+    native: bool = True,
 ) -> dict:
     """Evaluate every policy on identical episodes; returns the report (see ``write_report``).
 
     ``onnx_policies``: ``(name, policy)`` pairs, ``policy.act(state [B, S], goal [B, G]) -> [B, A]``.
     ``viewer``: on a Brax task, also replay the first trajectory episode of every policy for brax's
-    HTML viewer (``report["viewer"]`` lists the pages).
+    HTML viewer (``report["viewer"]`` lists the pages). ``native``: on a MuJoCo task, also run every ONNX
+    policy in native MuJoCo (``report["native_mujoco"]``). Every report has a random-action row.
     """
+    from deepdistill.evaluate.native import native_controller, native_row, random_row
+
     env = env or make_env(teacher.spec.name, episode_length=teacher.config.get("episode_length"))
     policy = lambda p, s, g, nets: nets.deterministic_action(p, s, g)  # noqa: E731
     entries: list[dict] = []
@@ -139,6 +143,18 @@ def compare(
         traj = host_rollout(env, pol.act, split_key(seed, split_index), min(episodes, 8), split)
         trajectories[name] = {"states": traj["states"], "goals": traj["goals"]}
         host_policies.append((name, pol.act))
+        ctl = native_controller(env, pol) if native else None
+        if ctl is not None:  # the same policy file in native MuJoCo, from the same starts and goals
+            from deepdistill.evaluate.native import jax_starts
+
+            row = native_row(env, ctl, episodes, seed)
+            keep = {k: entry[k] for k in ("arch", "actor_depth", "actor_width", "params", "actor_params",
+                                          "flops_per_action") if k in entry}
+            entries.append({"name": f"native:{name.split(':', 1)[-1]}", "kind": "native", "onnx": name, **keep, **row})
+            _, starts = jax_starts(env, split_key(seed, split_index), min(episodes, 8), split)
+            res = ctl.rollout(starts)
+            trajectories[entries[-1]["name"]] = {"states": res["observations"], "goals": res["goals"]}
+    entries.append(random_row(env, episodes, seed))
 
     # agreement on the states the teacher visits (random split) toward its goals
     res = jax.jit(lambda p: rollout(env, lambda p, s, g: policy(p, s, g, teacher.nets), p,
@@ -150,6 +166,7 @@ def compare(
 
     students_e = [e for e in entries if e["kind"] == "student"]
     onnx_e = [e for e in entries if e["kind"] == "onnx"]
+    native_e = [e for e in entries if e["kind"] == "native"]
     report = {
         "env": env.spec.name,
         "eval_splits": list(env.spec.eval_splits),
@@ -160,6 +177,9 @@ def compare(
         "students": students_e,
         "onnx": onnx_e[0] if onnx_e else None,
         "onnx_all": onnx_e,
+        "native_mujoco": {e["onnx"]: {k: v for k, v in e.items() if k not in ("name", "kind", "onnx")} for e in native_e},
+        "native_all": native_e,
+        "random": next(e for e in entries if e["kind"] == "random"),
         "agreement": agreements,
         "machine": _machine(),
     }

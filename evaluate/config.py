@@ -29,6 +29,9 @@ class EvaluateConfig:
     """Draw the PNG plots."""
     viewer: bool = True
     """Brax tasks: also write one page of brax's HTML viewer per policy (one episode, the same goal for all)."""
+    native: bool = True
+    """MuJoCo tasks: also run each ONNX policy in native MuJoCo (task.xml beside it) from the same starts and
+    goals, and measure the sim-to-sim observation gap (report.json `native_mujoco`)."""
 
     def validate(self) -> None:
         if self.episodes <= 0:

@@ -12,11 +12,11 @@ import numpy as np  # noqa: E402
 
 from deepdistill.teacher.envs import make_env  # noqa: E402
 
-COLORS = {"teacher": "#d62728", "student": "#1f77b4", "onnx": "#2ca02c"}
+COLORS = {"teacher": "#d62728", "student": "#1f77b4", "onnx": "#2ca02c", "native": "#9467bd"}
 
 
 def _rows(report: dict) -> list[dict]:
-    return [report["teacher"], *report["students"], *report["onnx_all"]]
+    return [report["teacher"], *report["students"], *report["onnx_all"], *report.get("native_all", [])]
 
 
 def success_vs_cost(report: dict, out_dir: Path) -> list[str]:
@@ -38,6 +38,8 @@ def success_vs_cost(report: dict, out_dir: Path) -> list[str]:
             pts = sorted((r[xkey], r[key]) for r in report["students"] if r.get(xkey) is not None)
             if len(pts) > 1:
                 ax.plot(*zip(*pts), color=COLORS["student"], alpha=0.4, linestyle="--" if marker == "s" else "-")
+            if report.get("random", {}).get(key) is not None:  # random actions: the floor
+                ax.axhline(report["random"][key], color="gray", lw=1, linestyle="--" if marker == "s" else ":")
         ax.set_xscale("log")
         ax.set_ylim(-0.03, 1.05)
         ax.set_xlabel(xlabel)
@@ -46,6 +48,8 @@ def success_vs_cost(report: dict, out_dir: Path) -> list[str]:
         handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=k) for k, c in COLORS.items()
                    if any(r["kind"] == k for r in _rows(report))]
         handles += [plt.Line2D([], [], color="gray", marker=m, linestyle="", label=l) for _, l, m in splits]
+        if report.get("random"):
+            handles.append(plt.Line2D([], [], color="gray", lw=1, linestyle=":", label="random actions"))
         ax.legend(handles=handles, fontsize=8, loc="lower right")
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
@@ -59,7 +63,7 @@ def success_vs_cost(report: dict, out_dir: Path) -> list[str]:
 def _short(r: dict) -> str:
     if r["kind"] == "teacher":
         return f"teacher d{r.get('actor_depth')}"
-    tag = "onnx" if r["kind"] == "onnx" else "student"
+    tag = r["kind"] if r["kind"] in ("onnx", "native") else "student"
     return f"{tag} d{r.get('actor_depth', '?')} w{r.get('actor_width', '?')}"
 
 

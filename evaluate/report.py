@@ -22,14 +22,21 @@ COLUMNS = [
     ("final_distance", "final dist.", "{:.3f}"),
     ("latency_us_p50", "latency p50 (us)", "{:.1f}"),
     ("latency_us_p99", "latency p99 (us)", "{:.1f}"),
+    ("sim2sim_obs_err", "sim2sim obs. err.", "{:.1e}"),
 ]
 
 
+def rows(report: dict) -> list[dict]:
+    """Every row of the report's table: teacher, students, ONNX, native MuJoCo, random actions."""
+    return [report["teacher"], *report["students"], *report["onnx_all"], *report.get("native_all", []),
+            *([report["random"]] if report.get("random") else [])]
+
+
 def table(report: dict) -> str:
-    rows = [report["teacher"], *report["students"], *report["onnx_all"]]
-    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    all_rows = rows(report)
+    cols = [c for c in COLUMNS if any(c[0] in r for r in all_rows)]
     lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
+    for r in all_rows:
         cells = [c[2].format(r[c[0]]) if r.get(c[0]) is not None else "" for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -54,10 +61,25 @@ def markdown(report: dict, plots: Sequence[str]) -> str:
                    f"teacher's random-goal success, {speed:.1f}x faster per action (JAX, batch 1).")
     for o in report["onnx_all"]:
         out.append(f"- {o['name']}: {t['latency_us_p50'] / o['latency_us_p50']:.1f}x faster per action than the JAX teacher.")
+    for n in report.get("native_all", []):
+        src = next((o for o in report["onnx_all"] if o["name"] == n["onnx"]), None)
+        if src is not None:
+            out.append(f"- {n['name']}: the ONNX file in native MuJoCo (task.xml) keeps {_ratio(n, src, 'success_rate')} of "
+                       f"its success and {_ratio(n, src, 'time_at_goal')} of its time at goal in the MJX env; largest "
+                       f"observation gap MJX vs MuJoCo over the first {n['sim2sim_steps']} steps: "
+                       f"{n['sim2sim_obs_err']:.1e} of the observation's scale ({n['sim2sim_worst_entry']}).")
+    if report.get("random"):
+        r = report["random"]
+        out.append(f"- random: uniform random actions reach the goal in {r['success_rate']:.0%} of the episodes "
+                   f"(time at goal {r['time_at_goal']:.1f}): the floor every policy is measured against.")
     out += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     if report.get("viewer"):
         out += [""] + V.markdown(report["viewer"])
     return "\n".join(out) + "\n"
+
+
+def _ratio(row: dict, ref: dict, key: str) -> str:
+    return f"{row[key] / ref[key]:.0%}" if ref.get(key) else "n/a"
 
 
 def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict:

@@ -26,7 +26,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         if policy.metadata.get("task") not in (None, teacher.spec.name):
             raise RunError(f"--onnx {d}: exported for task {policy.metadata.get('task')!r}, the teacher acts in {teacher.spec.name!r}")
         onnx.append((f"onnx:{Path(d).name}", policy))
-    report = compare(teacher, students, onnx, cfg.episodes, cfg.seed, cfg.latency_samples, viewer=cfg.viewer)
+    report = compare(teacher, students, onnx, cfg.episodes, cfg.seed, cfg.latency_samples, viewer=cfg.viewer,
+                     native=cfg.native)
     paths = write_report(report, cfg.out, cfg.plots)
     report["paths"] = paths
     return report

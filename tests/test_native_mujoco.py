@@ -22,7 +22,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deepdistill.distill.native_eval import native_controller, sim2sim
+from deepdistill.evaluate.native import native_controller, sim2sim
 from deepdistill.export import metadata
 from deepdistill.export.contract import TASK_XML, controller_metadata
 from deepdistill.export.mujoco_controller import ControllerError, MujocoController
@@ -98,3 +98,120 @@ def test_recipe_rebuilds_the_observation_and_native_mujoco_tracks_mjx(name, tmp_
     assert mj.ngeom == env.physics.sys.ngeom and mj.nbody == env.physics.sys.nbody
     if "maze" in name:
         assert sum(mujoco.mj_id2name(mj, mujoco.mjtObj.mjOBJ_GEOM, g).startswith("wall_") for g in range(mj.ngeom)) > 4
+
+
+# --- the exporter writes the contract --------------------------------------------------------------------
+
+
+def test_export_writes_task_xml_and_the_controller_metadata(tmp_path):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_export import random_params
+
+    from deepdistill.export.config import ExportConfig
+    from deepdistill.export.writer import export_run
+    from deepdistill.core.checkpoint import Checkpointer
+    from deepdistill.core.rundir import write_json_atomic, write_run_info
+    from deepdistill.teacher.networks import CRLNetworks
+
+    env = env_of("reacher")
+    s = env.spec
+    nets = CRLNetworks(s.state_size, s.goal_size, s.action_size, repr_dim=8, actor_depth=0, critic_depth=0,
+                       actor_width=16, critic_width=16)
+    run = tmp_path / "student"
+    write_json_atomic(run / "config.json", {"env": "reacher", "seed": 0})
+    write_json_atomic(run / "env_spec.json", s.to_dict())
+    write_json_atomic(run / "networks.json", nets.to_dict())
+    write_run_info(run, "student", env="reacher")
+    ckpt = Checkpointer(run)
+    ckpt.save(1, {"step": 1}, random_params(nets, 0), {"step": 1})
+    ckpt.close()
+    summary = export_run(ExportConfig(student=str(run), out=str(tmp_path / "onnx"), encoders=False, parity_samples=8,
+                                      parity_env_steps=1))
+    xml = (tmp_path / "onnx" / TASK_XML).read_bytes()
+    ctl = MujocoController(tmp_path / "onnx")
+    meta = ctl.policy.metadata
+    c = meta["controller"]
+    assert meta["schema_version"] == 2 and c["native"] and summary[TASK_XML]["sha256"] == c["task_xml_sha256"]
+    assert c["task_xml_sha256"] == hashlib.sha256(xml).hexdigest()
+    assert c["actuator_names"] == ["joint0", "joint1"] and c["ctrl_range"] == [[-1.0, 1.0], [-1.0, 1.0]]
+    assert (c["timestep"], c["n_frames"]) == (0.01, 2) and c["control_dt"] == pytest.approx(0.02)
+    assert meta["observation_names"] == ["cos:joint0", "cos:joint1", "sin:joint0", "sin:joint1", "fingertip_x",
+                                         "fingertip_y", "fingertip_z", "fingertip_vel_x", "fingertip_vel_y", "fingertip_vel_z"]
+    assert meta["goal_names"] == ["fingertip_x", "fingertip_y", "fingertip_z"]
+    assert b'iterations="1"' in xml and b'solver="Newton"' in xml and b'eulerdamp="disable"' in xml
+    # goals drawn from the recorded distribution lie where the env puts them, markers on the goal
+    starts = ctl.sample_starts(64, seed=1)
+    goals = np.stack([g for *_, g in starts])
+    assert np.all(np.linalg.norm(goals[:, :2], axis=1) <= 0.2) and np.allclose(goals[:, 2], 0.01)
+    assert all(np.allclose(q[2:4], g[:2]) for q, _, _, g in starts)
+    r = ctl.run(episodes=2, seed=0)
+    assert r["episodes"] == 2 and 0.0 <= r["success_rate"] <= 1.0 and 0.0 <= r["time_at_goal"] <= 20.0
+
+
+def test_tasks_without_physics_say_so(tmp_path):
+    pusher = controller_metadata(env_of("pusher"))
+    assert pusher[0] == {"native": False, "reason": "pusher runs on brax's spring pipeline, which native MuJoCo does not "
+                         "reproduce: no observation recipe, no task.xml"} and pusher[2] is None
+    with pytest.raises(ControllerError, match="task 'pusher' has no native MuJoCo recipe"):
+        MujocoController(write_policy(env_of("pusher"), tmp_path))
+
+
+# --- the native controller: no JAX, one-line errors ----------------------------------------------------------
+
+
+def test_native_controller_runs_where_jax_cannot_be_imported(tmp_path):
+    policy = write_policy(env_of("reacher"), tmp_path / "reacher")
+    trap = tmp_path / "trap" / "jax"
+    trap.mkdir(parents=True)
+    (trap / "__init__.py").write_text("raise ImportError('jax is not installed on this robot')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(trap.parent), os.environ.get("PYTHONPATH", "")])}
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "mujoco_controller.py")
+    out = tmp_path / "native.json"
+    r = subprocess.run([sys.executable, example, str(policy), "--episodes", "3", "--seed", "5", "--json", str(out)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["task"] == "reacher" and res["episodes"] == 3 and res["episode_length"] == 20
+    assert 0.0 <= res["success_rate"] <= 1.0 and 0.0 <= res["time_at_goal"] <= 20.0 and res["final_distance"] > 0.0
+    assert "reacher: success" in r.stdout
+    # a bad input: one line naming the fix, exit status 1
+    (tmp_path / "reacher" / TASK_XML).write_text((tmp_path / "reacher" / TASK_XML).read_text() + "<!-- edited -->\n")
+    r = subprocess.run([sys.executable, example, str(policy)], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert "differs from the task.xml exported with" in r.stderr and "use that file" in r.stderr
+
+
+def test_bad_inputs_get_one_line_naming_the_fix(tmp_path):
+    reacher = env_of("reacher")
+    policy = write_policy(reacher, tmp_path / "ok")
+    xml = (tmp_path / "ok" / TASK_XML).read_text()
+    MujocoController(policy)  # the pair as exported loads
+
+    def refused(match, **kw):
+        with pytest.raises(ControllerError, match=match) as e:
+            MujocoController(policy, **kw)
+        assert "\n" not in str(e.value)
+
+    edited = tmp_path / "edited.xml"
+    edited.write_text(xml.replace('gear="200.0"', 'gear="150.0"'))
+    refused("sha256 .* differs from the task.xml exported with .*; use that file", xml=edited)
+    renamed = tmp_path / "renamed.xml"
+    renamed.write_text(xml.replace('joint="joint1" name="joint1"', 'joint="joint1" name="elbow"'))
+    refused("no actuator 'joint1'; the policy drives \\['joint0', 'joint1'\\] in that order: use the task.xml exported with it",
+            xml=renamed)
+    ant_xml = tmp_path / "ant.xml"
+    ant_xml.write_bytes(controller_metadata(env_of("ant"))[2])
+    refused("is the model of 'ant', the policy .* drives 'reacher': use the task.xml exported with this policy", xml=ant_xml)
+    refused("no such file; export-onnx writes task.xml beside policy.onnx", xml=tmp_path / "missing.xml")
+    # a schema-1 file (no recipe) still loads as a policy, but cannot drive MuJoCo
+    model = onnx.load(policy)
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta["deepdistill.schema_version"] = "1"
+    for k in metadata.REQUIRED_V2:
+        meta.pop("deepdistill." + k)
+    del model.metadata_props[:]
+    helper.set_model_props(model, meta)
+    (tmp_path / "v1").mkdir()
+    onnx.save(model, tmp_path / "v1" / "policy.onnx")
+    with pytest.raises(ControllerError, match="no native MuJoCo recipe \\(metadata schema 1\\); re-export the run with `export-onnx`"):
+        MujocoController(tmp_path / "v1" / "policy.onnx")

@@ -85,6 +85,13 @@ ASSETS = Path(__file__).parent / "assets"
 BRAX_ASSETS = Path(mjcf.__file__).parent.parent / "envs" / "assets"
 BACKENDS = ("mjx", "spring", "positional", "generalized")
 EPISODE_LENGTH = 1000
+CONTACT_SOLVER = (4, 8)
+"""MJX Newton (iterations, line-search iterations) of the tasks with contacts. brax's own ant and
+humanoid use one iteration, which leaves the contact solve unconverged; an unconverged solve is
+implementation-defined, and MJX and MuJoCo's C engine then disagree: with a random policy on
+ant_u4_maze a joint velocity differed by 14 rad/s within 10 steps (one step at a foot's touchdown
+differed by 4.9). With 4 iterations the largest gap over those steps is 7.5e-5 of the observation's
+scale, so a policy trained in MJX meets the same physics in native MuJoCo."""
 
 _PIPELINES = {
     "mjx": mjx_pipeline,
@@ -192,7 +199,7 @@ def _load(xml: str, backend: str, *, name: str, spring_timestep: float,
     unnamed), the model named after the task, and for MJX the solver options in ``<option>``.
 
     ``mjx_solver``: Newton (iterations, line-search iterations) for MJX, brax's ant and humanoid
-    setting by default. Keep them few: on the CPU, MJX's solver loop under ``vmap`` crawls when
+    setting by default (the tasks with contacts use :data:`CONTACT_SOLVER`). Keep them few: on the CPU, MJX's solver loop under ``vmap`` crawls when
     many iterations are allowed (the pusher's MJCF asks for 20: one step of 1,024 envs then took
     minutes, with the CPU mostly idle)."""
     root = ET.fromstring(xml)
@@ -415,7 +422,7 @@ class AntGoal(_Locomotion):
         reset_noise: float = 0.1,
     ):
         xml = _with_maze(BRAX_ASSETS / "ant.xml", maze, body_geoms=("torso_geom",))
-        sys, xml, mj = _load(xml, backend, name=name, spring_timestep=0.005)
+        sys, xml, mj = _load(xml, backend, name=name, spring_timestep=0.005, mjx_solver=CONTACT_SOLVER)
         if backend == "positional":  # as brax's ant: the positional pipeline needs stronger motors
             sys = sys.replace(actuator=sys.actuator.replace(gear=200 * jnp.ones_like(sys.actuator.gear)))
         self.physics = Physics(sys, backend, n_frames=10 if backend in ("spring", "positional") else 5, xml=xml)
@@ -477,7 +484,7 @@ class HumanoidGoal(_Locomotion):
         # can then topple over them.
         xml = _with_maze(BRAX_ASSETS / "humanoid.xml", maze, wall_height=2.0,
                          wall_spheres=(("torso", "0 0 0", 0.12), ("pelvis", "-0.02 0 0", 0.13)))
-        sys, xml, mj = _load(xml, backend, name=name, spring_timestep=0.0015)
+        sys, xml, mj = _load(xml, backend, name=name, spring_timestep=0.0015, mjx_solver=CONTACT_SOLVER)
         if backend in ("spring", "positional"):  # brax's humanoid motor strengths for these pipelines
             gear = jnp.array([350.0] * 11 + [100.0] * 6)
             sys = sys.replace(actuator=sys.actuator.replace(gear=gear))
@@ -694,6 +701,10 @@ ARM_STEP = 0.05
 """Largest gripper displacement per environment step (m) along each axis."""
 FINGER_OPEN = 0.05
 ARM_HAND_START = (0.0, 0.0, 0.15)
+CUBE_START_Z = CUBE_HALF - 1e-5
+"""The cube starts 10 um into the table: resting exactly on it, whether the first contact is a
+penetration depended on rounding (0.02 in float32 is below 0.02 in float64), and MJX and native
+MuJoCo then took different first steps (a 1.2 mm/s bounce in one, none in the other)."""
 
 
 def _arm_xml(layout: ArmLayout) -> str:
@@ -718,7 +729,7 @@ class ArmGoal(BraxGoalEnv):
                  success_threshold: float = 0.1):
         if backend != "mjx":
             raise ValueError("the arm tasks run on MJX only (the gripper is gravity-compensated, which only MJX models)")
-        sys, xml, mj = _load(_arm_xml(layout), backend, name=name, spring_timestep=0.005, mjx_solver=(4, 8))
+        sys, xml, mj = _load(_arm_xml(layout), backend, name=name, spring_timestep=0.005, mjx_solver=CONTACT_SOLVER)
         self.physics = Physics(sys, backend, n_frames=10, xml=xml)  # 0.05 s per step
         self.layout = layout
         ranges = np.asarray(mj.jnt_range)[1:4]  # hand x, y, z (joint 0 is the cube's free joint)
@@ -750,7 +761,7 @@ class ArmGoal(BraxGoalEnv):
     def episode_distribution(self) -> dict[str, Any]:
         lay = self.layout
         goal = {"kind": "box", "center": list(lay.goal_center), "half": lay.goal_half, "z": CUBE_HALF}
-        qpos0 = [*lay.cube_center, CUBE_HALF, 1.0, 0.0, 0.0, 0.0, *ARM_HAND_START, FINGER_OPEN, FINGER_OPEN]
+        qpos0 = [*lay.cube_center, CUBE_START_Z, 1.0, 0.0, 0.0, 0.0, *ARM_HAND_START, FINGER_OPEN, FINGER_OPEN]
         return self._episode(
             qpos0, ctrl0=[*ARM_HAND_START, FINGER_OPEN, FINGER_OPEN],
             qpos_boxes=[{"indices": [0, 1], "center": list(lay.cube_center), "half": lay.cube_half}],
@@ -761,7 +772,7 @@ class ArmGoal(BraxGoalEnv):
         k_cube, k_goal = jax.random.split(rng)
         cube = self._in_box(k_cube, self.layout.cube_center, self.layout.cube_half)
         hand = jnp.asarray(ARM_HAND_START)
-        q = jnp.concatenate([cube, jnp.array([CUBE_HALF, 1.0, 0.0, 0.0, 0.0]), hand, jnp.full(2, FINGER_OPEN)])
+        q = jnp.concatenate([cube, jnp.array([CUBE_START_Z, 1.0, 0.0, 0.0, 0.0]), hand, jnp.full(2, FINGER_OPEN)])
         qd = jnp.zeros(self.physics.sys.qd_size())
         ps, robot = self._init(q, qd, jnp.concatenate([hand, jnp.full(2, FINGER_OPEN)]))
         return ps, robot, self._sample_goal(k_goal)

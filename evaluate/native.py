@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from deepdistill.teacher.envs import GoalEnv
-from deepdistill.teacher.rollout import _flatten, make_host_evaluator, split_key
+from deepdistill.core.rollout import _flatten, make_host_evaluator, split_key
 
 SIM2SIM_STEPS = 10
 SIM2SIM_EPISODES = 16
