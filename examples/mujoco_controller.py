@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import tyro
 
+from deepdistill.core.cli import run_cli
 from deepdistill.export.mujoco_controller import MujocoController
-from deepdistill.export.runtime import PolicyError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +39,9 @@ class Args:
 
 
 def main(args: Args) -> None:
-    try:
-        ctl = MujocoController(args.policy, args.xml)
-        starts = ctl.sample_starts(args.episodes, args.seed, args.split)
-    except PolicyError as e:
-        sys.exit(f"mujoco_controller: error: {e}")
+    """Bad input (files, split) raises a UserError: one line on stderr, exit code 2."""
+    ctl = MujocoController(args.policy, args.xml)
+    starts = ctl.sample_starts(args.episodes, args.seed, args.split)
     if args.view:
         view(ctl, starts[0])
     result = {**ctl.run(starts=starts, split=args.split), "policy": str(ctl.policy.path), "seed": args.seed}
@@ -74,4 +71,4 @@ def view(ctl: MujocoController, start) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    run_cli("mujoco_controller", Args, main)

