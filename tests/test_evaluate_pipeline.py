@@ -37,6 +37,10 @@ def test_pipeline_writes_every_stage_and_the_report(pipeline_out):
     md = (pipeline_out / "report" / "report.md").read_text()
     assert "| teacher |" in md and "onnx:onnx_d0_w32" in md
     assert "viewer" not in report and not list((pipeline_out / "report").glob("*.html"))  # brax tasks only
+    # every report shows random actions on the same episodes; point tasks have no native MuJoCo row
+    r = report["random"]
+    assert r["kind"] == "random" and 0.0 <= r["success_rate"] <= 1.0 and r["time_at_goal"] >= 0.0
+    assert "| random |" in md and report["native_mujoco"] == {} and report["native_all"] == []
 
 
 def test_a_policy_compared_with_itself_agrees_perfectly(pipeline_out):
