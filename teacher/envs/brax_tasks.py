@@ -21,7 +21,8 @@ Tasks (registered at the bottom of this module):
   torso and pelvis collide with the walls, which are 2 m high (the reference's 1 m is lower than
   the torso, which could topple over).
   State 246 = qpos (24) + qvel (23) + per-body centre-of-mass inertia (11 x 10) and velocity
-  (11 x 6) + actuator joint forces (23). The paper's 268 also counts a target body that
+  (11 x 6) + actuator joint forces (23): on MJX MuJoCo's own ``cinert``, ``cvel`` and
+  ``qfrc_actuator`` (as gym's humanoid), which a native controller reads the same way. The paper's 268 also counts a target body that
   the reference puts into the physics (2 slide joints and one more body): its entries repeat the
   goal inside the state, which we leave out.
 - ``arm_push_easy``, ``arm_push_hard``, ``arm_binpick_hard``: our own compact scene
@@ -38,9 +39,15 @@ Tasks (registered at the bottom of this module):
   (17 entries in the paper's table, 18 in the reference code) and 150-step episodes in the
   reference code. Our gripper passes through the floor and bin walls (only the cube collides with
   them); the hand, fingers and cube are simple boxes.
+- Every MJX task declares its controller contract next to it (``_declare``: the observation recipe
+  and the action map of :mod:`deepdistill.export.recipe`, and ``episode_distribution``): the env
+  builds its observations and controls from that declaration, and the exporter writes it, with the
+  task's MJCF (``physics.xml``), for a native MuJoCo controller. After every action the observation
+  is read from the propagated new state (kinematics and com quantities of the new ``qpos, qvel``),
+  the state ``mj_forward`` gives native MuJoCo.
 - ``reacher``, ``pusher``: brax's reacher and pusher as cheap goal-conditioned sanity checks.
   Reacher state 10 = cos, sin of the 2 joints, fingertip position (3, the goal entries [4:7]) and
-  velocity (3); the goal is a point within 0.2 of the base, success within 0.05. Pusher state 20 =
+  velocity (3; on MJX the fingertip point's world velocity, on brax's own pipelines brax's formula); the goal is a point within 0.2 of the base, success within 0.05. Pusher state 20 =
   7 joint angles, fingertip position, object position (the goal entries [10:13]), 7 joint
   velocities; the goal is drawn over the reference's "easy" region, success within 0.1.
 
