@@ -89,7 +89,7 @@ def sim2sim(env: GoalEnv, ctl: Any, key: jax.Array, episodes: int = SIM2SIM_EPIS
     rel = {}
     for entry, sl in zip(ctl.observe.recipe.entries, ctl.observe.slices):
         scale = max(float(np.abs(a[..., sl]).max()), 1e-6)
-        rel[f"{entry['kind']}[{sl.start}:{sl.stop}]"] = float(diff[..., sl].max()) / scale
+        rel[f"{entry['kind']} (observation[{sl.start}:{sl.stop}])"] = float(diff[..., sl].max()) / scale
     worst = max(rel, key=rel.get)
     return {"sim2sim_obs_err": rel[worst], "sim2sim_obs_err_abs": float(diff.max()), "sim2sim_worst_entry": worst,
             "sim2sim_steps": steps, "sim2sim_episodes": episodes}
