@@ -13,6 +13,8 @@ from deepdistill.core.rollout import _flatten, make_host_evaluator, split_key
 
 SIM2SIM_STEPS = 10
 SIM2SIM_EPISODES = 16
+SCALE_FLOOR = 0.01
+"""An entry's scale is at least this fraction of the observation's largest value (see :func:`sim2sim`)."""
 
 
 def random_policy(env: GoalEnv, seed: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -64,8 +66,10 @@ def sim2sim(env: GoalEnv, ctl: Any, key: jax.Array, episodes: int = SIM2SIM_EPIS
     steps of the same episodes, each side driven by the policy from its own observations.
 
     ``sim2sim_obs_err`` is relative to the observation's scale: per recipe entry (a qpos range, a body
-    point, ...), ``max |obs_mjx - obs_native| / max |obs_mjx|`` over the steps and episodes, then the
-    largest over entries. ``sim2sim_obs_err_abs`` is the largest absolute difference. ``states``, when
+    point, ...), ``max |obs_mjx - obs_native| / scale`` over the steps and episodes, then the largest
+    over entries; ``scale`` is the entry's largest ``|obs_mjx|``, but at least 1% of the whole
+    observation's (an entry that stays near zero, a resting cube's velocity, would otherwise turn
+    float32 rounding into a large relative gap). ``sim2sim_obs_err_abs`` is the largest absolute difference. ``states``, when
     given, receives the env's state after the reset and after each step (``jit`` compiles reset and step)."""
     act = ctl.policy.act
     S = env.spec.state_size
@@ -86,9 +90,10 @@ def sim2sim(env: GoalEnv, ctl: Any, key: jax.Array, episodes: int = SIM2SIM_EPIS
             states.append(jax.device_get(s))
     a, b = np.stack(mjx_obs), np.stack(nat_obs)
     diff = np.abs(a - b)
+    floor = max(SCALE_FLOOR * float(np.abs(a).max()), 1e-12)
     rel = {}
     for entry, sl in zip(ctl.observe.recipe.entries, ctl.observe.slices):
-        scale = max(float(np.abs(a[..., sl]).max()), 1e-6)
+        scale = max(float(np.abs(a[..., sl]).max()), floor)
         rel[f"{entry['kind']} (observation[{sl.start}:{sl.stop}])"] = float(diff[..., sl].max()) / scale
     worst = max(rel, key=rel.get)
     return {"sim2sim_obs_err": rel[worst], "sim2sim_obs_err_abs": float(diff.max()), "sim2sim_worst_entry": worst,
