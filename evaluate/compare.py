@@ -19,6 +19,7 @@ import numpy as np
 from deepdistill.evaluate import viewer as V
 from deepdistill.evaluate.metrics import action_agreement, linear_cka, pearson
 from deepdistill.core.policy import PolicyRun
+from deepdistill.student.interface import networks_from_dict
 from deepdistill.teacher.envs import GoalEnv, make_env
 from deepdistill.teacher.losses import pairwise_energy
 from deepdistill.core.rollout import host_rollout, make_evaluator, make_host_evaluator, rollout, split_key
@@ -194,10 +195,14 @@ def compare(
 def exported_from(meta: dict, students: Sequence[PolicyRun], entries: list[dict]) -> Optional[dict]:
     """The report entry of the student whose networks an ONNX file's metadata records, if any."""
     arch = meta.get("architecture") or {}
-    networks = arch.get("networks") or ({"arch": "residual", **arch["crl_networks"]} if "crl_networks" in arch else None)
+    recorded = arch.get("networks") or arch.get("crl_networks")  # crl_networks: files written before 0.2
+    try:
+        networks = networks_from_dict(recorded) if recorded else None  # fields added since take their defaults
+    except (KeyError, TypeError):
+        return None
     by_name = {e["name"]: e for e in entries}
     for s in students:
-        if networks is not None and s.nets.to_dict() == networks:
+        if networks is not None and s.nets == networks:
             return by_name.get(f"student:{Path(s.run_dir).name}")
     return None
 
