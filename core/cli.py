@@ -39,6 +39,10 @@ def run_commands(prog: str, commands: dict[Optional[str], tuple[type, Callable[[
         main(cfg)
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        if getattr(e, "exit_now", False):  # another process died: JAX's shutdown at exit would abort
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(2)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; the last checkpoint is kept (rerun with --resume)", file=sys.stderr)
@@ -48,8 +52,9 @@ def run_commands(prog: str, commands: dict[Optional[str], tuple[type, Callable[[
 class Progress:
     """A rich progress bar over a step count (env steps, SGD steps, ...), or nothing when disabled."""
 
-    def __init__(self, description: str, total: int, unit: str, enabled: bool = True):
+    def __init__(self, description: str, total: int, unit: str, enabled: bool = True, quiet: bool = False):
         self.enabled = enabled and total > 0
+        self.quiet = quiet  # no log lines either (the processes of a multi-process run other than 0)
         self.total, self.unit = total, unit
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -85,5 +90,5 @@ class Progress:
     def log(self, message: str) -> None:
         if self.enabled:
             self._p.console.print(message)
-        else:
+        elif not self.quiet:
             print(message, flush=True)

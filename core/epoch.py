@@ -5,7 +5,8 @@ every environment, insert them into the trajectory replay, ``sgd_per_iter`` SGD 
 supplies its action function (who acts, and what is stored) and its SGD step; the shell owns the
 episode resets, the insertion, the key splitting and the scans.
 
-Data parallelism: a 1-D device mesh ``("data",)``. Parameters and optimiser states are replicated;
+Data parallelism: a 1-D device mesh ``("data",)`` over every device of every process (see
+:mod:`deepdistill.core.distributed`; each process steps the environments of its own devices). Parameters and optimiser states are replicated;
 environments and the replay buffer are split along the environment axis, and XLA (GSPMD)
 partitions the rest, so one device and many give the same numbers up to float reduction order.
 A stage's state is any ``flax.struct`` dataclass with the fields ``env_state``, ``replay`` and
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from deepdistill.core import replay as rb
@@ -86,6 +88,11 @@ class DataParallel:
     @property
     def size(self) -> int:
         return len(self.devices)
+
+    def replicate(self, tree: Any) -> Any:
+        """Host values (numpy, or arrays of one process) as arrays replicated over the mesh: every
+        process passes the same values, and holds them on its own devices."""
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)), tree)
 
     def state_shardings(self, abstract_state: Any) -> Any:
         """Environments and the replay split along the environment axis; everything else replicated."""

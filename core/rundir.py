@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deepdistill import __version__
+from deepdistill.core.distributed import LAUNCH_FIELDS, is_writer
 from deepdistill.core.errors import ConfigError, RunError
 
 # --- small atomic file helpers -------------------------------------------------------------------------
@@ -46,7 +47,10 @@ def write_temp(path: str | os.PathLike, data: bytes | str) -> Path:
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Replace ``path`` with ``data`` atomically: a reader sees the old file or the new one, never a part."""
+    """Replace ``path`` with ``data`` atomically: a reader sees the old file or the new one, never a part.
+    In a multi-process run only process 0 writes (the others return at once)."""
+    if not is_writer():
+        return
     tmp = write_temp(path, data)
     try:
         os.replace(tmp, path)
@@ -72,12 +76,15 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, lines past the restored checkpoint are dropped."""
+    """Append-only ``metrics.jsonl``; on resume, lines past the restored checkpoint are dropped.
+    In a multi-process run only process 0 writes it."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
     def append(self, record: dict) -> None:
+        if not is_writer():
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -130,7 +137,9 @@ def check_run(run_dir: str | os.PathLike, kind: str, flag: str) -> Path:
 def resolve_run_config(cfg: Any, kind: str, overridable: tuple[str, ...]) -> Any:
     """Validate a stage config; a new run may not reuse an ``--out`` holding a run, and ``--resume``
     merges the command line with the run's saved config: the fields in ``overridable`` follow the
-    command line where it sets them, the recipe stays as saved, and a conflicting flag is refused."""
+    command line where it sets them, the recipe stays as saved, and a conflicting flag is refused.
+    The process set (:data:`~deepdistill.core.distributed.LAUNCH_FIELDS`) always follows the command
+    line: a run may resume on another number of processes."""
     cfg.validate()
     out = Path(cfg.out)
     if not cfg.resume:
@@ -142,7 +151,7 @@ def resolve_run_config(cfg: Any, kind: str, overridable: tuple[str, ...]) -> Any
     saved, default, merged = cls.from_dict(read_json(out / "config.json")), cls(), {}
     for f in dataclasses.fields(cls):
         given, was, dflt = getattr(cfg, f.name), getattr(saved, f.name), getattr(default, f.name)
-        if f.name in ("resume", "out") or (f.name in overridable and given != dflt):
+        if f.name in ("resume", "out", *LAUNCH_FIELDS) or (f.name in overridable and given != dflt):
             merged[f.name] = given
         elif f.name not in overridable and given not in (was, dflt):
             raise ConfigError(

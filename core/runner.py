@@ -1,7 +1,9 @@
 """The one run loop of every training stage (``train-teacher``, ``distill``).
 
 :func:`run_stage` owns the run directory (config, provenance), the Orbax checkpointer, the metrics
-log, resume and truncation, the wall-time budget, TensorBoard and the progress bar. A stage
+log, resume and truncation, the wall-time budget, TensorBoard and the progress bar. In a
+multi-process run (:mod:`deepdistill.core.distributed`) every process runs it; process 0 alone
+writes files, logs and shows progress, and all of them save and restore checkpoints together. A stage
 subclasses :class:`Stage` and supplies its state, its compiled epoch and its evaluation, nothing
 else (rsl_rl's one runner for every algorithm is the model).
 """
@@ -15,6 +17,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from deepdistill.core import distributed
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.cli import Progress
 from deepdistill.core.errors import ConfigError
@@ -93,7 +96,10 @@ def run_stage(stage: Stage) -> dict:
     """Train ``stage`` from scratch or resume it from its newest readable checkpoint; see :class:`Stage`."""
     cfg, key = stage.cfg, stage.position_key
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    writer = distributed.is_writer()  # one writer: process 0 (rundir's writes check it too)
+    distributed.barrier("deepdistill:resolved")  # every process has checked --out before process 0 writes
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
     if cfg.resume:
         stage.check_resumable(out)
     else:
@@ -104,7 +110,7 @@ def run_stage(stage: Stage) -> dict:
 
     ckpt = Checkpointer(out, cfg.max_to_keep)
     log = MetricsLog(out / "metrics.jsonl")
-    tb = _tensorboard(out) if getattr(cfg, "tensorboard", False) else None
+    tb = _tensorboard(out) if writer and getattr(cfg, "tensorboard", False) else None
     max_wall_s = getattr(cfg, "max_wall_s", None)
 
     saved, wall0 = None, 0.0
@@ -118,7 +124,7 @@ def run_stage(stage: Stage) -> dict:
         log.truncate_after(key, -1)
 
     t_start = time.perf_counter() - wall0
-    progress = Progress(stage.description, stage.total, stage.unit, cfg.progress)
+    progress = Progress(stage.description, stage.total, stage.unit, cfg.progress and writer, quiet=not writer)
     last: dict = {}
 
     def append(record: dict) -> dict:
@@ -131,7 +137,7 @@ def run_stage(stage: Stage) -> dict:
         return record
 
     try:
-        with progress.running():
+        with distributed.peer_guard(), progress.running():
             if saved is None:
                 state = stage.init()
                 first = stage.first_record(state)
@@ -142,7 +148,7 @@ def run_stage(stage: Stage) -> dict:
                 progress.log(f"resumed {out} at {stage.position(state):,} {stage.unit}")
             progress.update(stage.position(state), info=stage.progress_info(last))
             while stage.position(state) < stage.total:
-                if max_wall_s is not None and time.perf_counter() - t_start >= max_wall_s:
+                if max_wall_s is not None and distributed.agree(time.perf_counter() - t_start >= max_wall_s):
                     progress.log(f"wall-time budget of {max_wall_s:.0f} s reached")
                     break
                 t0, p0 = time.perf_counter(), stage.position(state)

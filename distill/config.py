@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
+from deepdistill.core.distributed import DistributedConfig
 from deepdistill.core.errors import ConfigError
 from deepdistill.teacher.networks import validate_depth
 
@@ -17,7 +18,7 @@ ACTIVATIONS = ("swish", "relu", "tanh")
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(DistributedConfig):
     """Distill a trained teacher into a shallow student (teacher frozen; teacher-driven or DAgger data)."""
 
     teacher: str = "runs/teacher"

@@ -11,6 +11,7 @@ from deepdistill.distill.config import DistillConfig
 from deepdistill.distill.train import Distiller, DistillState
 from deepdistill.student.interface import PolicyNetworks, make_student, networks_from_dict
 from deepdistill.core import replay as rb
+from deepdistill.core import distributed
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.errors import RunError
 from deepdistill.core.policy import PolicyRun, load_teacher
@@ -74,6 +75,7 @@ class DistillStage(Stage):
         check_student(self.student_nets, teacher, cfg)
         t_replay = load_teacher_replay(teacher) if cfg.teacher_buffer_fraction > 0 else None
         self.distiller = Distiller(cfg, self.env, teacher.nets, self.student_nets, tcfg.get("energy", "l2"), t_replay, devices)
+        self.teacher_params = self.distiller.parallel.replicate(teacher.params)  # on every device of every process
         eval_env = make_env(teacher.spec.name, episode_length=tcfg.get("episode_length"))
         self.evaluate = make_evaluator(eval_env, self.distiller.policy, cfg.num_eval_episodes)
         self.teacher_eval = make_evaluator(eval_env, lambda p, s, g: teacher.nets.deterministic_action(p["actor"], s, g),
@@ -89,7 +91,7 @@ class DistillStage(Stage):
         return {"env": self.env.spec.name, "params": self.student_nets.num_params(), "teacher": teacher_provenance(self.teacher)}
 
     def init(self) -> DistillState:
-        return self.distiller.prefill(self.distiller.init(jax.random.PRNGKey(self.cfg.seed)), self.teacher.params)
+        return self.distiller.prefill(self.distiller.init(jax.random.PRNGKey(self.cfg.seed)), self.teacher_params)
 
     def restore_target(self) -> Any:
         return self.distiller.abstract_state
@@ -101,7 +103,7 @@ class DistillStage(Stage):
         return ds, ds.student
 
     def epoch(self, ds: DistillState) -> tuple[DistillState, dict]:
-        return self.distiller.epoch(ds, self.teacher.params)
+        return self.distiller.epoch(ds, self.teacher_params)
 
     def record(self, ds: DistillState, metrics: dict) -> dict:
         return {
@@ -115,7 +117,7 @@ class DistillStage(Stage):
         return f"student {m['success_rate']:.2f}" if "success_rate" in m else ""
 
     def finish(self, ds: DistillState, last: dict, wall_s: float) -> dict:
-        t_eval = self.teacher_eval(self.teacher.params)
+        t_eval = self.teacher_eval(self.teacher_params)
         s_eval = {k: v for k, v in last.items() if k in t_eval} if last else self.evaluate(ds.student)
         result = {
             "teacher": {**t_eval, "params": sum(self.teacher.num_params().values())},
@@ -153,6 +155,7 @@ def distill(cfg: DistillConfig, devices=None, student: Optional[PolicyNetworks] 
     ``student``: any networks with the student interface (e.g. a user's flax.nnx module through
     :class:`deepdistill.student.NNXNetworks`) instead of the ``--arch`` built from ``cfg``. On
     ``--resume`` the run's saved networks.json is used."""
+    distributed.initialize(cfg)  # before any JAX computation (loading the teacher is one)
     cfg = resolve_config(cfg)
     out = Path(cfg.out)
     teacher_step = read_json(out / "run.json")["teacher"]["step"] if cfg.resume else None

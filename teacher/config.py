@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Optional
 
+from deepdistill.core.distributed import DistributedConfig
 from deepdistill.core.errors import ConfigError
 from deepdistill.teacher.networks import validate_block_options, validate_depth
 
@@ -12,7 +13,7 @@ __all__ = ["ConfigError", "TeacherConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
-class TeacherConfig:
+class TeacherConfig(DistributedConfig):
     """Train a deep contrastive-RL (CRL) teacher on a goal-conditioned task.
 
     The defaults train a depth-16, width-128 teacher on point_maze in about four minutes on a 2-core
@@ -118,8 +119,6 @@ class TeacherConfig:
     """Also log metrics to TensorBoard (<out>/tb; needs tensorboardX)."""
     progress: bool = True
     """Show a progress bar."""
-    distributed: bool = False
-    """Call jax.distributed.initialize() first (multi-host data parallelism)."""
 
     # --- derived -------------------------------------------------------------------------------------
     @property

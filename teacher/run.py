@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import jax
 
+from deepdistill.core import distributed
 from deepdistill.core.errors import RunError
 from deepdistill.core.rollout import make_evaluator
 from deepdistill.core.rundir import read_json, resolve_run_config
@@ -87,10 +88,9 @@ class TeacherStage(Stage):
 
 def train_teacher(cfg: TeacherConfig, devices=None) -> dict:
     """Train (or resume) a teacher; returns the last evaluation. See ``TeacherConfig`` for options."""
-    cfg = resolve_config(cfg)
+    cfg = resolve_config(cfg)  # reads files only (the process set always follows the command line)
     apply_xla_gpu_flags(cfg.xla_gpu_flags)  # before JAX starts its backend (GPU only)
-    if cfg.distributed:
-        jax.distributed.initialize()
+    distributed.initialize(cfg)  # before any JAX computation
     stage = TeacherStage(cfg, devices)
     check_device_memory(stage.trainer, cfg.device_memory_gib)  # refuse before anything is written
     return run_stage(stage)
