@@ -21,7 +21,12 @@ class Checkpointer:
     """An Orbax ``CheckpointManager`` over ``<run>/checkpoints``.
 
     Each step holds ``state`` (everything needed to resume), ``params`` (the three networks alone, so
-    later stages load a policy without the optimiser or the replay buffer) and ``meta`` (JSON)."""
+    later stages load a policy without the optimiser or the replay buffer) and ``meta`` (JSON).
+
+    In a multi-process run every process constructs it and calls ``save`` and the restores together:
+    each writes and reads the shards of its own devices, process 0 the directories and the JSON
+    (Orbax's default ``MultiprocessingOptions(primary_host=0)``). Arrays restore into the target's
+    shardings, so a run resumes on another number of processes or devices."""
 
     def __init__(self, run_dir: str | os.PathLike, max_to_keep: int = 3, read_only: bool = False):
         self.directory = Path(run_dir).absolute() / "checkpoints"
@@ -66,6 +71,7 @@ class Checkpointer:
         steps = self.steps() if step is None else [step]
         if not steps:
             raise RunError(f"{self.directory.parent}: the run has no checkpoint yet")
+        part = on_local_device(part)
         restore_args = ocp.checkpoint_utils.construct_restore_args(part)
         out = self.manager.restore(steps[-1], args=ocp.args.Composite(
             state=ocp.args.PyTreeRestore(item=part, restore_args=restore_args, partial_restore=True)))
@@ -76,6 +82,7 @@ class Checkpointer:
         steps = self.steps() if step is None else [step]
         if not steps:
             raise RunError(f"{self.directory.parent}: the run has no checkpoint yet")
+        abstract_params = on_local_device(abstract_params)
         errors = []
         for s in reversed(steps):
             try:
@@ -98,3 +105,17 @@ def abstract_like(tree: Any) -> Any:
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)), tree)
 
 
+
+
+def on_local_device(abstract: Any) -> Any:
+    """``abstract`` with every leaf that has no sharding placed whole on this process's first device:
+    without one, Orbax restores into the topology it was saved with, which a run saved by several
+    processes or devices does not have here ("Topology mismatch")."""
+    device = jax.local_devices()[0]
+
+    def place(a):
+        if getattr(a, "sharding", None) is not None:
+            return a
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(device))
+
+    return jax.tree.map(place, abstract)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from deepdistill.core.cli import run_cli
+from deepdistill.core.distributed import is_writer
 from deepdistill.distill.config import DistillConfig
 
 
@@ -12,6 +13,8 @@ def _main(cfg: DistillConfig) -> None:
     from deepdistill.distill.run import distill
 
     result = distill(cfg)
+    if not is_writer():  # in a multi-process run, process 0 reports
+        return
     print(json.dumps(result))
     print(f"student run: {cfg.out}")
 

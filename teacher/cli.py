@@ -6,6 +6,7 @@ import json
 import sys
 
 from deepdistill.core.cli import run_cli
+from deepdistill.core.distributed import is_writer
 from deepdistill.teacher.config import TeacherConfig
 from deepdistill.teacher.presets import apply_preset
 
@@ -21,6 +22,8 @@ def _main(cfg: TeacherConfig) -> None:
     from deepdistill.teacher.run import train_teacher
 
     last = train_teacher(cfg)
+    if not is_writer():  # in a multi-process run, process 0 reports
+        return
     keys = [k for k in ("env_steps", "wall_s", "success_rate", "time_at_goal", "final_distance",
                         "hard/success_rate", "hard/time_at_goal") if k in last]
     print(json.dumps({k: last[k] for k in keys}))

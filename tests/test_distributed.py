@@ -15,10 +15,13 @@ import pytest
 from deepdistill.core.distributed import DistributedConfig, process_set
 from deepdistill.core.errors import ConfigError
 
-TINY = ["--env", "point_arena", "--depth", "4", "--width", "32", "--repr-dim", "16", "--num-envs", "32",
-        "--unroll-length", "25", "--batch-size", "64", "--env-steps-per-sgd-step", "16", "--replay-steps-per-env", "400",
-        "--min-replay-steps", "50", "--eval-every", "8000", "--num-eval-episodes", "32", "--lr-schedule", "constant",
-        "--no-progress"]
+TEACHER = ["--env", "point_arena", "--depth", "4", "--width", "32", "--repr-dim", "16", "--num-envs", "32",
+           "--unroll-length", "25", "--batch-size", "64", "--env-steps-per-sgd-step", "16",
+           "--replay-steps-per-env", "400", "--min-replay-steps", "50", "--eval-every", "8000",
+           "--num-eval-episodes", "32", "--lr-schedule", "constant", "--no-progress"]
+STUDENT = ["--depth", "0", "--width", "32", "--steps", "100", "--batch-size", "64", "--num-envs", "16",
+           "--unroll-length", "25", "--sgd-steps-per-unroll", "25", "--replay-steps-per-env", "200",
+           "--eval-every", "50", "--num-eval-episodes", "32", "--no-progress"]
 TIMEOUT = 400  # seconds for any one command, on a loaded 2-core machine
 
 
@@ -35,16 +38,21 @@ def env(devices: int = 1) -> dict:
     return e
 
 
-def teacher_cmd(out, *extra) -> list[str]:
-    return [sys.executable, "-m", "deepdistill.teacher.cli", *TINY, "--out", str(out), *extra]
+def cmd(module: str, out, *args) -> list[str]:
+    """A ``train-teacher`` or ``distill`` command line."""
+    return [sys.executable, "-m", f"deepdistill.{module}.cli", *args, "--out", str(out)]
 
 
-def launch(out, n: int, *extra) -> list[subprocess.Popen]:
+def teacher_cmd(out, *args) -> list[str]:
+    return cmd("teacher", out, *TEACHER, *args)
+
+
+def launch(command: list[str], n: int) -> list[subprocess.Popen]:
     """``n`` processes of one run on localhost."""
     port = free_port()
-    return [subprocess.Popen(teacher_cmd(out, *extra, "--coordinator-address", f"127.0.0.1:{port}",
-                                         "--num-processes", str(n), "--process-id", str(i)),
-                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return [subprocess.Popen([*command, "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", str(n),
+                              "--process-id", str(i)], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
             for i in range(n)]
 
 
@@ -86,29 +94,47 @@ def test_distributed_outside_a_cluster_says_what_to_set(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_two_processes_match_two_devices_in_one_process(tmp_path):
-    budget = ["--total-env-steps", "16000"]
-    procs = launch(tmp_path / "multi", 2, *budget)
-    single = subprocess.Popen(teacher_cmd(tmp_path / "single", *budget), env=env(devices=2),
+def run_both(tmp_path, module: str, *args) -> tuple:
+    """The same run as 2 processes x 1 device (``multi``) and 1 process x 2 devices (``single``)."""
+    procs = launch(cmd(module, tmp_path / "multi", *args), 2)
+    single = subprocess.Popen(cmd(module, tmp_path / "single", *args), env=env(devices=2),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = finish([*procs, single])
-    for rc, _, err in results:
+    for rc, _, err in finish([*procs, single]):
         assert rc == 0, err[-3000:]
-    a, b = metrics(tmp_path / "multi"), metrics(tmp_path / "single")
-    steps = [r["env_steps"] for r in a]
-    assert len(steps) == 3 and len(set(steps)) == 3  # the untrained policy and 2 epochs, each once
-    assert steps == [r["env_steps"] for r in b]
-    for ra, rb in zip(a, b):
+    return tmp_path / "multi", tmp_path / "single"
+
+
+def assert_same_metrics(a, b, epochs: int) -> None:
+    ma, mb = metrics(a), metrics(b)
+    steps = [r["env_steps"] for r in ma]
+    assert len(set(steps)) == len(steps) == len(ma)  # one writer: every evaluation once
+    assert len(ma) >= epochs and steps == [r["env_steps"] for r in mb]
+    for ra, rb in zip(ma, mb):
         assert ra.keys() == rb.keys()
         for k in ra:
             if k != "wall_s" and not k.endswith("_per_s"):
                 np.testing.assert_allclose(ra[k], rb[k], rtol=1e-5, atol=1e-5, err_msg=k)
-    assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == sorted(p.name for p in (tmp_path / "single").iterdir())
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    return run_both(tmp_path_factory.mktemp("teacher"), "teacher", *TEACHER, "--total-env-steps", "16000")
+
+
+def test_two_processes_match_two_devices_in_one_process(teachers):
+    assert_same_metrics(*teachers, epochs=3)  # the untrained policy and 2 epochs
+
+
+def test_distill_two_processes_match_two_devices_in_one_process(teachers, tmp_path):
+    multi, single = run_both(tmp_path, "distill", *STUDENT, "--teacher", str(teachers[0]))
+    assert_same_metrics(multi, single, epochs=2)
+    assert json.load(open(multi / "result.json")).keys() == json.load(open(single / "result.json")).keys()
 
 
 def test_killed_process_stops_the_other_then_resume_on_one_process(tmp_path):
     out = tmp_path / "run"
-    procs = launch(out, 2, "--total-env-steps", "400000", "--heartbeat-timeout-s", "30")
+    procs = launch(teacher_cmd(out, "--total-env-steps", "400000", "--heartbeat-timeout-s", "30"), 2)
     try:
         deadline = time.time() + TIMEOUT
         while time.time() < deadline and all(p.poll() is None for p in procs):
@@ -127,8 +153,8 @@ def test_killed_process_stops_the_other_then_resume_on_one_process(tmp_path):
                 p.kill()
             p.wait()
     lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert rc == 2, err[-3000:]
-    assert lines[-1].startswith("train-teacher: error: process 0 of 2: another process of the run is gone"), err[-3000:]
+    assert rc == 2 and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("train-teacher: error: process 0 of 2: another process of the run is gone"), err[-3000:]
     # resume on one process (a different process count): the curve continues, each evaluation once
     r = subprocess.run(teacher_cmd(out, "--total-env-steps", "24000", "--resume"), env=env(), capture_output=True,
                        text=True, timeout=TIMEOUT)
