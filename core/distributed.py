@@ -25,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 import sys
+import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -54,12 +56,12 @@ class DistributedConfig:
     SLURM, Open MPI or Kubernetes, where it is detected."""
     coordinator_address: Optional[str] = None
     """HOST:PORT of process 0's coordination service (or DEEPDISTILL_COORDINATOR_ADDRESS,
-    JAX_COORDINATOR_ADDRESS); implies --distributed."""
+    JAX_COORDINATOR_ADDRESS). This and the next two, or their variables, imply --distributed."""
     num_processes: Optional[int] = None
-    """Processes in the run (or DEEPDISTILL_NUM_PROCESSES); implies --distributed."""
+    """Processes in the run (or DEEPDISTILL_NUM_PROCESSES)."""
     process_id: Optional[int] = None
     """This process's rank, 0 .. num-processes - 1; process 0 writes the run folder (or
-    DEEPDISTILL_PROCESS_ID); implies --distributed."""
+    DEEPDISTILL_PROCESS_ID)."""
     join_timeout_s: int = 300
     """Seconds to wait for every process to join."""
     heartbeat_timeout_s: int = 60
@@ -77,10 +79,11 @@ class PeerLost(RunError):
 
 
 def process_set(cfg: DistributedConfig) -> Optional[tuple[Optional[str], Optional[int], Optional[int]]]:
-    """``(coordinator address, num processes, process id)`` from the flags, then the environment
-    (unset ones are ``None``: cluster detection fills them); ``None`` for a single-process run."""
+    """``(coordinator address, num processes, process id)`` from the flags, then the
+    ``DEEPDISTILL_*`` variables (unset ones are ``None``: cluster detection fills them); ``None`` for
+    a single-process run (no --distributed, and none of them set)."""
     given = {name: getattr(cfg, name) for name in ENV_VARS}
-    if not cfg.distributed and all(v is None for v in given.values()):
+    if not cfg.distributed and all(v is None for v in given.values()) and not any(map(os.environ.get, ENV_VARS.values())):
         return None
     for name, var in ENV_VARS.items():
         if given[name] is None and os.environ.get(var):
@@ -113,6 +116,8 @@ def initialize(cfg: DistributedConfig) -> None:
     if cfg.join_timeout_s <= 0 or cfg.heartbeat_timeout_s <= 0:
         raise ConfigError("--join-timeout-s and --heartbeat-timeout-s must be positive")
     addr, n, pid = pset
+    if addr is not None and pid not in (None, 0):
+        _wait_for_coordinator(addr, pid, n, cfg.join_timeout_s)  # JAX aborts (C++) when it gives up
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
     try:
         jax.distributed.initialize(addr, n, pid, initialization_timeout=cfg.join_timeout_s,
@@ -127,6 +132,21 @@ def initialize(cfg: DistributedConfig) -> None:
         raise RunError(f"process {pid} of {n} could not join the run at {addr or 'the detected coordinator'} within "
                        f"{cfg.join_timeout_s} s ({_first_line(e)}); start every process with the same "
                        f"--coordinator-address and --num-processes") from None
+
+
+def _wait_for_coordinator(addr: str, pid: int, n: Optional[int], timeout_s: float) -> None:
+    """Wait until process 0's coordination service accepts connections at ``addr``."""
+    host, port = addr.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+            return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise RunError(f"process {pid} of {n}: no coordinator at {addr} after {timeout_s:.0f} s ({e}); start "
+                               f"process 0 with the same --coordinator-address (or raise --join-timeout-s)") from None
+            time.sleep(1.0)
 
 
 def is_writer() -> bool:

@@ -83,7 +83,8 @@ class Distiller:
         self.tx = optax.adam(cfg.lr)
         self.capacity = replay_capacity(cfg.replay_steps_per_env, env.spec.episode_length, cfg.unroll_length)
         self.iters_per_epoch = max(1, round(cfg.eval_every / cfg.sgd_steps_per_unroll))
-        self.teacher_replay = teacher_replay
+        # on every device of every process (a closed-over array of one process's device is not)
+        self.teacher_replay = None if teacher_replay is None else self.parallel.replicate(teacher_replay)
         self.trace_count = 0
         epoch = make_epoch(self._collect, self._sgd_step, self.iters_per_epoch, cfg.sgd_steps_per_unroll)
 

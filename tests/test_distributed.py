@@ -78,6 +78,7 @@ def test_process_set_from_flags_and_environment(monkeypatch):
     monkeypatch.setenv("DEEPDISTILL_NUM_PROCESSES", "4")
     monkeypatch.setenv("DEEPDISTILL_PROCESS_ID", "3")
     assert process_set(DistributedConfig(coordinator_address="10.0.0.1:1234")) == ("10.0.0.1:1234", 4, 3)
+    assert process_set(DistributedConfig()) == (None, 4, 3)  # the variables alone make a multi-process run
     assert process_set(DistributedConfig(distributed=True, process_id=1)) == (None, 4, 1)
     with pytest.raises(ConfigError, match="--process-id 5"):
         process_set(DistributedConfig(num_processes=2, process_id=5))
@@ -161,3 +162,11 @@ def test_killed_process_stops_the_other_then_resume_on_one_process(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     steps = [m["env_steps"] for m in metrics(out)]
     assert steps == sorted(steps) and len(set(steps)) == len(steps) and steps[-1] >= 24000
+
+
+def test_a_process_without_its_coordinator_stops_with_one_line(tmp_path):
+    r = subprocess.run(teacher_cmd(tmp_path / "run", "--coordinator-address", f"127.0.0.1:{free_port()}",
+                                   "--num-processes", "2", "--process-id", "1", "--join-timeout-s", "3"),
+                       env=env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
+    assert "no coordinator at 127.0.0.1" in r.stderr
