@@ -8,11 +8,14 @@ checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
 from deepdistill.core.cli import run_commands
-from deepdistill.core.rundir import read_json, write_json_atomic
+from deepdistill.core.errors import ConfigError
+from deepdistill.core.rundir import check_writable_dir, exclusive, read_json, write_json_atomic
+from deepdistill.core.validation import check_numbers
 
 # Presets: overrides of TeacherConfig and DistillConfig, and the students to distill (depth, width).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -72,11 +75,26 @@ class PipelineConfig:
     episodes: Optional[int] = None
     """Evaluation episodes per split (default: the preset's, else 256)."""
     progress: bool = True
+    restart: bool = False
+    """Discard the pipeline in --out (its stage folders and pipeline.json) and start again; needed to
+    rerun a folder with another --seed or --preset."""
+
+    def validate(self) -> None:
+        check_numbers(self)
+        if self.preset not in PRESETS:
+            raise ConfigError(f"--preset {self.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
+        if self.episodes is not None and self.episodes <= 0:
+            raise ConfigError(f"--episodes must be positive (got {self.episodes})")
 
 
 def _stage_status(out: Path) -> dict:
     path = out / "pipeline.json"
     return read_json(path) if path.exists() else {"stages": {}}
+
+
+def _stage_dirs(out: Path, preset: str) -> list[Path]:
+    names = ["teacher", "report"] + [f"{kind}_d{d}_w{w}" for d, w in PRESETS[preset]["students"] for kind in ("student", "onnx")]
+    return [out / n for n in names]
 
 
 def _mark(out: Path, status: dict, stage: str, info: Optional[dict] = None) -> None:
@@ -85,26 +103,38 @@ def _mark(out: Path, status: dict, stage: str, info: Optional[dict] = None) -> N
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
+    """Run (or continue) the pipeline of ``cfg`` in ``cfg.out``, which stays locked throughout."""
+    cfg.validate()
+    out = check_writable_dir(cfg.out, "--out")
+    with exclusive(out, "--out"):
+        return _run_locked(cfg, out)
+
+
+def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
     from deepdistill.distill.config import DistillConfig
+    from deepdistill.distill.run import distill
     from deepdistill.evaluate.config import EvaluateConfig
     from deepdistill.evaluate.report import table
     from deepdistill.evaluate.run import evaluate
-    from deepdistill.distill.run import distill
-    from deepdistill.teacher.config import ConfigError, TeacherConfig
+    from deepdistill.teacher.config import TeacherConfig
     from deepdistill.teacher.run import train_teacher
 
-    if cfg.preset not in PRESETS:
-        raise ConfigError(f"--preset {cfg.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
-    if cfg.episodes is not None and cfg.episodes <= 0:
-        raise ConfigError(f"--episodes must be positive (got {cfg.episodes})")
     preset = PRESETS[cfg.preset]
     episodes = cfg.episodes or preset.get("episodes", 256)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     status = _stage_status(out)
-    if status.get("preset", cfg.preset) != cfg.preset:
-        raise ConfigError(f"--out {out} holds a pipeline of preset {status['preset']!r}; use that preset or another --out")
-    status["preset"] = cfg.preset
+    recorded = {k: status[k] for k in ("preset", "seed") if k in status}
+    if "seed" not in recorded and (out / "teacher" / "config.json").is_file():  # a pipeline.json of an older version
+        recorded["seed"] = read_json(out / "teacher" / "config.json").get("seed")
+    if cfg.restart:
+        for d in [p for name in {recorded.get("preset"), cfg.preset} & set(PRESETS) for p in _stage_dirs(out, name)]:
+            shutil.rmtree(d, ignore_errors=True)
+        status = {"stages": {}}
+    elif status["stages"] or recorded:
+        for key, value in (("preset", cfg.preset), ("seed", cfg.seed)):
+            if key in recorded and recorded[key] != value:
+                raise ConfigError(f"--out {out} holds a pipeline run with --{key} {recorded[key]!r}, not {value!r}; rerun "
+                                  f"with --{key} {recorded[key]!r} to continue it, pass --restart to discard it, or choose another --out")
+    status.update(preset=cfg.preset, seed=cfg.seed)
     write_json_atomic(out / "pipeline.json", status)
 
     def started(d: Path) -> bool:

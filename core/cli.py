@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional, TypeVar, Union
 
 from deepdistill.core.errors import UserError
@@ -44,9 +47,37 @@ def run_commands(prog: str, commands: dict[Optional[str], tuple[type, Callable[[
             sys.stdout.flush()
             os._exit(2)
         sys.exit(2)
+    except OSError as e:
+        if not is_user_os_error(e, cfg):
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; the last checkpoint is kept (rerun with --resume)", file=sys.stderr)
         sys.exit(130)
+
+
+# Errors about a path the user chose (or the disk it is on), not bugs: one line and exit code 2.
+USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.EROFS, errno.ENOENT}
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+PATH_FIELDS = ("out", "teacher", "student", "onnx")
+
+
+def is_user_os_error(e: OSError, cfg: Any) -> bool:
+    """A full disk, or a permission/type error on a path under one of ``cfg``'s path flags."""
+    if e.errno in DISK_ERRNOS:
+        return True
+    if e.errno not in USER_ERRNOS or not e.filename or not dataclasses.is_dataclass(cfg):
+        return False
+    roots = []
+    for name in PATH_FIELDS:
+        value = getattr(cfg, name, None)
+        for v in (value if isinstance(value, (tuple, list)) else (value,)):
+            if isinstance(v, str):
+                roots.append(Path(v).absolute())
+    target = Path(os.fsdecode(e.filename)).absolute()
+    return any(target == r or r in target.parents for r in roots)
 
 
 class Progress:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -33,6 +34,7 @@ class PolicyRun:
     step: int
     config: dict
     info: dict
+    skipped: tuple[str, ...] = ()  # newer steps that could not be used ("step N: reason"), newest first
 
     def num_params(self) -> dict[str, int]:
         return self.nets.num_params()
@@ -49,7 +51,8 @@ def load_policy_run(run_dir: str | os.PathLike, kind: str, flag: str = "--run", 
 
     run_dir = check_run(run_dir, kind, flag)
     if not (run_dir / "networks.json").is_file():
-        raise RunError(f"{flag} {run_dir}: networks.json is missing; the run directory is incomplete")
+        raise RunError(f"{flag} {run_dir}: networks.json is missing; `{'train-teacher' if kind == 'teacher' else 'distill'} "
+                       f"--resume --out {run_dir}` rebuilds it")
     try:
         spec = EnvSpec.from_dict(read_json(run_dir / "env_spec.json"))
         nets = networks_from_dict(read_json(run_dir / "networks.json"))
@@ -66,10 +69,13 @@ def load_policy_run(run_dir: str | os.PathLike, kind: str, flag: str = "--run", 
                        f"module importable (PYTHONPATH)") from None
     ckpt = Checkpointer(run_dir, read_only=True)
     try:
-        s, params, _ = ckpt.restore_params(abstract, step)
+        s, params, _, skipped = ckpt.restore_params(abstract, step)
     finally:
         ckpt.close()
-    return PolicyRun(kind, run_dir, spec, nets, params, s, config, info)
+    if skipped:
+        print(f"warning: {flag} {run_dir}: using step {s}; newer checkpoints are unreadable ("
+              + "; ".join(map(str, skipped)) + ")", file=sys.stderr, flush=True)
+    return PolicyRun(kind, run_dir, spec, nets, params, s, config, info, tuple(map(str, skipped)))
 
 
 def load_teacher(run_dir: str | os.PathLike, step: Optional[int] = None) -> PolicyRun:

@@ -7,19 +7,24 @@ A run directory is self-describing::
     <run>/env_spec.json   the task's EnvSpec
     <run>/networks.json   the networks' config (see deepdistill.student.interface)
     <run>/metrics.jsonl   one JSON object per line
-    <run>/checkpoints/    Orbax CheckpointManager (deepdistill.core.checkpoint)
+    <run>/checkpoints/    Orbax CheckpointManager (deepdistill.core.checkpoint); broken steps are
+                          moved aside to checkpoints/broken/<step>-<reason>, never deleted
+    <run>/lock            held (flock) by the one process writing the run; holds its PID
 
 Nothing is pickled: arrays go through Orbax, everything else is JSON.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from deepdistill import __version__
 from deepdistill.core.distributed import LAUNCH_FIELDS, is_writer
@@ -107,6 +112,69 @@ class MetricsLog:
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+# --- output folders: checked before any work, one writer at a time ----------------------------------
+
+LOCK_FILE = "lock"
+
+
+def check_writable_dir(path: str | os.PathLike, flag: str) -> Path:
+    """Make sure ``path`` is, or can be created as, a directory this process may write into, before
+    any work starts; raises a :class:`ConfigError` naming ``flag`` otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a directory; choose another {flag}")
+    existing = path
+    while not existing.exists():  # the nearest ancestor that exists must be a writable directory
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is a file, not a directory; choose another {flag}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable by this user; choose another {flag} or fix its permissions")
+    return path
+
+
+@contextlib.contextmanager
+def exclusive(directory: str | os.PathLike, flag: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``directory`` (created if missing) for the ``with`` block: a second
+    writer (another process, or this one) is refused with a :class:`RunError` naming the PID that
+    holds it. The lock is ``fcntl.flock`` on ``<directory>/lock``, which holds the PID: the kernel
+    releases it when the process dies, so a run killed with ``kill -9`` never blocks its ``--resume``.
+    The lock file is removed on exit (and the directory too if this call created it and it is empty)."""
+    directory = check_writable_dir(directory, flag)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise RunError(f"{flag} {directory} is in use by process {holder} (lock file {path}); wait for it to "
+                           f"finish or stop it, or choose another {flag}") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder we waited for removed this file on exit: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield directory
+    finally:
+        try:
+            path.unlink(missing_ok=True)  # still holding the lock, so no one else holds this file
+            if created and directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+        finally:
+            os.close(fd)
+
+
 # --- run metadata ---------------------------------------------------------------------------------------
 
 
@@ -114,13 +182,19 @@ def write_run_info(run_dir: str | os.PathLike, kind: str, **extra: Any) -> None:
     write_json_atomic(Path(run_dir) / "run.json", {"kind": kind, "deepdistill_version": __version__, **extra})
 
 
-def check_run(run_dir: str | os.PathLike, kind: str, flag: str) -> Path:
-    """Make sure ``run_dir`` is a run of ``kind``; ``flag`` names the CLI option for the message."""
+def check_run(run_dir: str | os.PathLike, kind: str, flag: str, repairable: bool = False) -> Path:
+    """Make sure ``run_dir`` is a run of ``kind``; ``flag`` names the CLI option for the message.
+    ``repairable``: a lost run.json or env_spec.json is fine (``--resume`` rebuilds them from config.json)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{flag} {run_dir}: no such directory; pass the --out of a `{_cmd(kind)}` run")
     info_path = run_dir / "run.json"
+    if repairable and (run_dir / "config.json").is_file() and not info_path.is_file():
+        return run_dir
     if not info_path.is_file():
+        if (run_dir / "config.json").is_file():
+            raise RunError(f"{flag} {run_dir}: run.json is missing; `{_cmd(kind)} --resume --out {run_dir}` rebuilds it "
+                           f"(and any other lost bookkeeping file) from config.json and the checkpoints")
         raise RunError(f"{flag} {run_dir}: not a deepdistill run (no run.json); pass the --out of a `{_cmd(kind)}` run")
     try:
         info = read_json(info_path)
@@ -128,9 +202,11 @@ def check_run(run_dir: str | os.PathLike, kind: str, flag: str) -> Path:
         raise RunError(f"{flag} {run_dir}: run.json is unreadable ({e})") from None
     if info.get("kind") != kind:
         raise RunError(f"{flag} {run_dir}: this is a {info.get('kind')} run, not a {kind} run; pass the --out of a `{_cmd(kind)}` run")
-    for name in ("config.json", "env_spec.json"):
-        if not (run_dir / name).is_file():
-            raise RunError(f"{flag} {run_dir}: {name} is missing; the run directory is incomplete")
+    if not (run_dir / "config.json").is_file():
+        raise RunError(f"{flag} {run_dir}: config.json is missing: it holds the run's recipe and cannot be rebuilt; "
+                       f"train a new run")
+    if not (run_dir / "env_spec.json").is_file() and not repairable:
+        raise RunError(f"{flag} {run_dir}: env_spec.json is missing; `{_cmd(kind)} --resume --out {run_dir}` rebuilds it")
     return run_dir
 
 
@@ -146,7 +222,7 @@ def resolve_run_config(cfg: Any, kind: str, overridable: tuple[str, ...]) -> Any
         if (out / "run.json").exists() or (out / "checkpoints").exists():
             raise RunError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
         return cfg
-    check_run(out, kind, "--out")
+    check_run(out, kind, "--out", repairable=True)
     cls = type(cfg)
     saved, default, merged = cls.from_dict(read_json(out / "config.json")), cls(), {}
     for f in dataclasses.fields(cls):

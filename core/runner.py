@@ -10,18 +10,26 @@ else (rsl_rl's one runner for every algorithm is the model).
 
 from __future__ import annotations
 
+import contextlib
+import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from deepdistill.core import distributed
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.cli import Progress
-from deepdistill.core.errors import ConfigError
-from deepdistill.core.rundir import MetricsLog, write_json_atomic, write_run_info
+from deepdistill.core.errors import ConfigError, RunError
+from deepdistill.core.rundir import MetricsLog, exclusive, read_json, write_json_atomic, write_run_info
+
+
+class TrainingDiverged(RunError):
+    """A loss or a parameter became NaN or inf; the checkpoints saved before it are kept."""
 
 
 class Stage:
@@ -51,6 +59,10 @@ class Stage:
 
     def check_resumable(self, out: Path) -> None:
         """Refuse to resume a run this version cannot continue (raise a UserError)."""
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """Extra JSON saved with every checkpoint (what rebuilds run.json if it is lost)."""
+        return {}
 
     # --- the state ---
     def init(self) -> Any:
@@ -93,18 +105,51 @@ class Stage:
 
 
 def run_stage(stage: Stage) -> dict:
-    """Train ``stage`` from scratch or resume it from its newest readable checkpoint; see :class:`Stage`."""
-    cfg, key = stage.cfg, stage.position_key
-    out = Path(cfg.out)
-    writer = distributed.is_writer()  # one writer: process 0 (rundir's writes check it too)
+    """Train ``stage`` from scratch or resume it from its newest good checkpoint; see :class:`Stage`.
+
+    The run directory is locked (:func:`~deepdistill.core.rundir.exclusive`) for the whole run. A
+    fresh run that fails before its first checkpoint removes what it wrote, so the same command can
+    simply be run again. A resumed run rewrites bookkeeping files that went missing. An epoch whose
+    losses or parameters are not finite stops the run before it is saved (:class:`TrainingDiverged`)."""
+    out = Path(stage.cfg.out)
+    created = not out.exists()
+    writer = distributed.is_writer()  # one writer (process 0) locks, writes and cleans up
     distributed.barrier("deepdistill:resolved")  # every process has checked --out before process 0 writes
-    if writer:
-        out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out, "--out") if writer else contextlib.nullcontext():
+        written: list[str] = []
+        try:
+            return _run_locked(stage, out, written)
+        except BaseException:
+            if writer and not stage.cfg.resume and not _has_checkpoint(out):  # a failed start: leave nothing that blocks the next one
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                else:
+                    for name in written:
+                        p = out / name
+                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            raise
+
+
+def _has_checkpoint(out: Path) -> bool:
+    d = out / "checkpoints"
+    return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
+
+def _run_locked(stage: Stage, out: Path, written: list[str]) -> dict:
+    cfg, key = stage.cfg, stage.position_key
+    writer = distributed.is_writer()  # one writer: process 0 (rundir's writes check it too)
     if cfg.resume:
         stage.check_resumable(out)
+        if writer:
+            _repair(stage, out)
     else:
+        if writer and ((out / "run.json").exists() or _has_checkpoint(out)):  # checked again under the lock
+            raise RunError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+        written += ["metrics.jsonl", "checkpoints", "tb"]
         for name, obj in stage.run_files().items():
+            written.append(name)
             write_json_atomic(out / name, obj)
+        written += ["run.json", "config.json"]
         write_run_info(out, stage.kind, **stage.run_info())
     write_json_atomic(out / "config.json", cfg.to_dict())  # budgets may have been extended
 
@@ -112,31 +157,36 @@ def run_stage(stage: Stage) -> dict:
     log = MetricsLog(out / "metrics.jsonl")
     tb = _tensorboard(out) if writer and getattr(cfg, "tensorboard", False) else None
     max_wall_s = getattr(cfg, "max_wall_s", None)
-
-    saved, wall0 = None, 0.0
-    if cfg.resume:
-        restored = ckpt.restore_latest(stage.restore_target())
-        if restored is not None:
-            _, saved, meta = restored
-            wall0 = float(meta["wall_s"])
-            log.truncate_after(key, meta[key])
-    if saved is None:
-        log.truncate_after(key, -1)
-
-    t_start = time.perf_counter() - wall0
     progress = Progress(stage.description, stage.total, stage.unit, cfg.progress and writer, quiet=not writer)
-    last: dict = {}
-
-    def append(record: dict) -> dict:
-        record = {**record, "wall_s": time.perf_counter() - t_start}
-        log.append(record)
-        if tb is not None:
-            for k, v in record.items():
-                if k != key and np.isscalar(v):
-                    tb.add_scalar(k, v, record[key])
-        return record
 
     try:
+        saved, wall0, good_step = None, 0.0, None
+        if cfg.resume:
+            restored = ckpt.restore_latest(stage.restore_target(), move_broken=writer)
+            if restored is not None:
+                good_step, saved, meta, skipped = restored
+                wall0 = float(meta["wall_s"])
+                log.truncate_after(key, meta[key])
+                if skipped:
+                    progress.log(f"warning: {len(skipped)} broken checkpoint(s) moved to {ckpt.directory / 'broken'} ("
+                                 + "; ".join(map(str, skipped)) + f"); resuming from step {good_step}")
+                    if writer:
+                        _note_broken(out, skipped)
+        if saved is None:
+            log.truncate_after(key, -1)
+
+        t_start = time.perf_counter() - wall0
+        last: dict = {}
+
+        def append(record: dict) -> dict:
+            record = {**record, "wall_s": time.perf_counter() - t_start}
+            log.append(record)
+            if tb is not None:
+                for k, v in record.items():
+                    if k != key and np.isscalar(v):
+                        tb.add_scalar(k, v, record[key])
+            return record
+
         with distributed.peer_guard(), progress.running():
             if saved is None:
                 state = stage.init()
@@ -155,16 +205,57 @@ def run_stage(stage: Stage) -> dict:
                 state, metrics = stage.epoch(state)
                 metrics = host_metrics(metrics)
                 position = stage.position(state)
+                to_save, params = stage.to_save(state)
+                check_finite(metrics, params, f"{position:,} {stage.unit}", out, good_step)
                 rate = (position - p0) / (time.perf_counter() - t0)
                 last = append({key: position, **stage.record(state, metrics), f"{key}_per_s": rate})
-                to_save, params = stage.to_save(state)
-                ckpt.save(position, to_save, params, {key: position, "wall_s": last["wall_s"], "eval": last})
+                ckpt.save(position, to_save, params,
+                          {key: position, "wall_s": last["wall_s"], "eval": last, **stage.checkpoint_meta()})
+                good_step = position
                 progress.update(position, rate, stage.progress_info(last))
     finally:
         ckpt.close()
         if tb is not None:
             tb.close()
     return stage.finish(state, last, time.perf_counter() - t_start)
+
+
+def _repair(stage: Stage, out: Path) -> None:
+    """Rewrite the bookkeeping files a resumed run lost (they follow from its config and checkpoints)."""
+    rebuilt = []
+    for name, obj in stage.run_files().items():
+        if not (out / name).is_file():
+            write_json_atomic(out / name, obj)
+            rebuilt.append(name)
+    if not (out / "run.json").is_file():
+        write_run_info(out, stage.kind, **stage.run_info(), rebuilt_from="config.json and checkpoints")
+        rebuilt.append("run.json")
+    if rebuilt:
+        print(f"--out {out}: rebuilt {', '.join(rebuilt)} from config.json and the checkpoints", flush=True)
+
+
+def _note_broken(out: Path, skipped: list) -> None:
+    """Record moved-aside checkpoints in run.json (provenance)."""
+    info = read_json(out / "run.json")
+    info["broken_checkpoints"] = [*info.get("broken_checkpoints", []), *map(str, skipped)]
+    write_json_atomic(out / "run.json", info)
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack(leaves).all() if leaves else jnp.array(True)
+
+
+def check_finite(metrics: dict[str, float], params: Any, where: str, out: Path, good_step: Optional[int]) -> None:
+    """Raise :class:`TrainingDiverged` if a metric or a parameter is NaN or inf (one fused reduction)."""
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if not bad and bool(_all_finite(params)):
+        return
+    what = f"non-finite {', '.join(f'{k}={metrics[k]}' for k in bad)}" if bad else "non-finite parameters"
+    kept = f"the last good checkpoint (step {good_step:,}) is kept" if good_step is not None else "no checkpoint was saved"
+    raise TrainingDiverged(f"--out {out}: training diverged in the epoch ending at {where} ({what}); not saved; {kept}. "
+                           f"Lower the learning rates or loss weights and start a new run")
 
 
 def host_metrics(metrics: dict) -> dict[str, float]:

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from deepdistill.core.distributed import DistributedConfig
 from deepdistill.core.errors import ConfigError
+from deepdistill.core.validation import check_numbers
 from deepdistill.teacher.networks import validate_depth
 
 DATA_MODES = ("teacher", "dagger")
@@ -116,6 +117,8 @@ class DistillConfig(DistributedConfig):
         return {k: float(getattr(self, k)) for k in LOSS_WEIGHTS}
 
     def validate(self) -> None:
+        check_numbers(self)
+
         def flag(name):
             return "--" + name.replace("_", "-")
 

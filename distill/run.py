@@ -16,7 +16,7 @@ from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.errors import RunError
 from deepdistill.core.policy import PolicyRun, load_teacher
 from deepdistill.core.rollout import make_evaluator
-from deepdistill.core.rundir import read_json, resolve_run_config, write_json_atomic
+from deepdistill.core.rundir import check_writable_dir, read_json, resolve_run_config, write_json_atomic
 from deepdistill.core.runner import Stage, run_stage
 from deepdistill.core.errors import ConfigError
 from deepdistill.teacher.config import TeacherConfig
@@ -38,6 +38,7 @@ def teacher_provenance(teacher: PolicyRun) -> dict:
         "env": teacher.spec.name,
         **n.describe(),
         "params": teacher.num_params(),
+        **({"skipped_steps": list(teacher.skipped)} if teacher.skipped else {}),
     }
 
 
@@ -89,6 +90,9 @@ class DistillStage(Stage):
 
     def run_info(self) -> dict[str, Any]:
         return {"env": self.env.spec.name, "params": self.student_nets.num_params(), "teacher": teacher_provenance(self.teacher)}
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {"teacher_step": int(self.teacher.step), "networks": self.student_nets.to_dict()}
 
     def init(self) -> DistillState:
         return self.distiller.prefill(self.distiller.init(jax.random.PRNGKey(self.cfg.seed)), self.teacher_params)
@@ -157,8 +161,27 @@ def distill(cfg: DistillConfig, devices=None, student: Optional[PolicyNetworks] 
     ``--resume`` the run's saved networks.json is used."""
     distributed.initialize(cfg)  # before any JAX computation (loading the teacher is one)
     cfg = resolve_config(cfg)
-    out = Path(cfg.out)
-    teacher_step = read_json(out / "run.json")["teacher"]["step"] if cfg.resume else None
+    check_writable_dir(cfg.out, "--out")
+    teacher_step = None
     if cfg.resume:
-        student = networks_from_dict(read_json(out / "networks.json"))
+        teacher_step, saved_student = _resume_sources(Path(cfg.out))
+        student = saved_student if saved_student is not None else student
     return run_stage(DistillStage(cfg, load_teacher(cfg.teacher, teacher_step), devices, student))
+
+
+def _resume_sources(out: Path) -> tuple[Optional[int], Optional[PolicyNetworks]]:
+    """The teacher step and the student networks of a run being resumed: from run.json and
+    networks.json, or, where those were lost, from the newest checkpoint's meta (``None``: the
+    newest teacher step / the networks ``--arch`` builds)."""
+    info = read_json(out / "run.json") if (out / "run.json").is_file() else None
+    nets = read_json(out / "networks.json") if (out / "networks.json").is_file() else None
+    meta = None
+    if info is None or nets is None:
+        ckpt = Checkpointer(out, read_only=True)
+        try:
+            meta = ckpt.latest_meta() or {}
+        finally:
+            ckpt.close()
+    step = info["teacher"]["step"] if info is not None else meta.get("teacher_step")
+    nets = nets if nets is not None else meta.get("networks")
+    return step, (networks_from_dict(nets) if nets is not None else None)

@@ -55,6 +55,8 @@ def policy_summary(name: str, kind: str, run: PolicyRun, evaluation: dict, laten
         "name": name,
         "kind": kind,
         "run": str(run.run_dir),
+        "step": int(run.step),
+        **({"skipped_steps": list(run.skipped)} if run.skipped else {}),
         **run.nets.describe(),
         "params": int(sum(run.num_params().values())),
         "actor_params": int(run.num_params()["actor"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from deepdistill.core.errors import ConfigError
+from deepdistill.core.validation import check_numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,7 @@ class EvaluateConfig:
     goals, and measure the sim-to-sim observation gap (report.json `native_mujoco`)."""
 
     def validate(self) -> None:
+        check_numbers(self)
         if self.episodes <= 0:
             raise ConfigError(f"--episodes must be positive (got {self.episodes})")
         if self.latency_samples <= 0:

@@ -5,17 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepdistill.core.errors import RunError
+from deepdistill.core.rundir import check_writable_dir, exclusive
 from deepdistill.evaluate.config import EvaluateConfig
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
     """Run the comparison and write the report; returns the report (see :func:`compare.compare`)."""
+    cfg.validate()
+    check_writable_dir(cfg.out, "--out")  # before any work
+    with exclusive(cfg.out, "--out"):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: EvaluateConfig) -> dict:
     from deepdistill.core.policy import check_compatible, load_policy_run, load_teacher
     from deepdistill.evaluate.compare import compare
     from deepdistill.evaluate.report import write_report
     from deepdistill.export.runtime import OnnxPolicy
 
-    cfg.validate()
     teacher = load_teacher(cfg.teacher)
     students = [load_policy_run(s, "student", "--student") for s in cfg.student]
     for s in students:

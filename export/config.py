@@ -7,9 +7,17 @@ from pathlib import Path
 from typing import Optional
 
 from deepdistill.core.errors import ConfigError
+from deepdistill.core.validation import check_numbers
 
 MIN_OPSET = 17  # LayerNormalization is a native ONNX operator from opset 17
 MODEL_FILES = ("policy.onnx", "sa_encoder.onnx", "goal_encoder.onnx")
+
+
+def max_opset() -> int:
+    """The newest default-domain opset the installed onnx package defines."""
+    import onnx
+
+    return int(onnx.defs.onnx_opset_version())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +38,7 @@ class ExportConfig:
     encoders: bool = True
     """Also export the encoders phi(s, a) and psi(g) (sa_encoder.onnx, goal_encoder.onnx)."""
     opset: int = MIN_OPSET
-    """ONNX opset (at least 17, so LayerNorm is one LayerNormalization node)."""
+    """ONNX opset (at least 17, so LayerNorm is one LayerNormalization node; at most the installed onnx's newest)."""
     max_unrolled_depth: int = 32
     """Networks with at most this many block layers are unrolled (fewest, fused nodes); deeper
     ones run their blocks in one ONNX Loop, so file size and export time do not grow with depth."""
@@ -44,10 +52,12 @@ class ExportConfig:
     """Seed of the parity inputs."""
 
     def validate(self) -> None:
+        check_numbers(self)
         if (self.student is None) == (self.teacher is None):
             raise ConfigError("pass exactly one of --student runs/<student> or --teacher runs/<teacher>")
-        if self.opset < MIN_OPSET:
-            raise ConfigError(f"--opset {self.opset} is below {MIN_OPSET}, the first with LayerNormalization")
+        if not MIN_OPSET <= self.opset <= max_opset():
+            raise ConfigError(f"--opset {self.opset} is outside the supported range [{MIN_OPSET}, {max_opset()}] "
+                              f"({MIN_OPSET}: the first with LayerNormalization; {max_opset()}: the newest this onnx knows)")
         if self.max_unrolled_depth < 0:
             raise ConfigError("--max-unrolled-depth must be >= 0")
         if not self.tolerance > 0:

@@ -11,7 +11,8 @@
 ``observation`` is the robot state, i.e. the first ``policy.observation_size`` entries of the task's
 observation (``policy.split(env_obs)`` cuts one). Inputs may be float32, float64 or integers (cast
 to float32); anything else, a wrong shape, or a NaN/inf raises :class:`PolicyInputError`. A missing
-or corrupted file, or an ONNX file without our metadata, raises :class:`PolicyFileError`. Both are
+or corrupted file, an ONNX file without our metadata, metadata whose fields disagree, or weights that
+no longer match the digest in the metadata raise :class:`PolicyFileError`. Both are
 ``ValueError`` subclasses of :class:`PolicyError`.
 
 This module must not import JAX (a test runs it where JAX cannot be imported).
@@ -30,7 +31,7 @@ import onnxruntime as ort
 
 from deepdistill.core.errors import UserError
 from deepdistill.export.compat import bound_runner
-from deepdistill.export.metadata import MetadataError, decode, input_sizes
+from deepdistill.export.metadata import MetadataError, decode, graph_digest, input_sizes
 
 __all__ = ["OnnxModel", "OnnxPolicy", "PolicyError", "PolicyFileError", "PolicyInputError", "default_providers"]
 
@@ -95,7 +96,11 @@ class OnnxModel:
         self.path = path
         self.check_finite = check_finite
         try:
-            self.session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+            data = path.read_bytes()
+        except OSError as e:
+            raise PolicyFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+        try:
+            self.session = ort.InferenceSession(data, session_options(threads), providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for every kind of bad file
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise PolicyFileError(f"{path}: not a loadable ONNX model ({reason[:300]})") from None
@@ -103,6 +108,10 @@ class OnnxModel:
             self.metadata: dict[str, Any] = decode(self.session.get_modelmeta().custom_metadata_map, str(path))
         except MetadataError as e:
             raise PolicyFileError(str(e)) from None
+        want = self.metadata.get("weights_sha256")
+        if want is not None and graph_digest(data) != want:
+            raise PolicyFileError(f"{path}: the graph's weights do not match the digest in its metadata "
+                                  f"(weights_sha256): the file is damaged or was edited; re-export the run")
         if model is not None and self.metadata["model"] != model:
             raise PolicyFileError(f"{path}: holds a {self.metadata['model']} model, not a {model}")
         try:

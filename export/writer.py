@@ -9,6 +9,7 @@ rename them all into place. A failure at any point leaves ``--out`` as it was.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from deepdistill.export.parity import check_parity, parity_inputs
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.errors import ConfigError, UserError
 from deepdistill.core.policy import PolicyRun, load_policy_run
-from deepdistill.core.rundir import check_run, write_temp
+from deepdistill.core.rundir import check_run, check_writable_dir, exclusive, write_temp
 
 MAX_FILE_BYTES = 2**31 - 1  # protobuf's limit for one file
 
@@ -40,8 +41,12 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
     check_run(cfg.run_dir, cfg.kind, cfg.flag)  # a missing or wrong run is reported before anything else
     out = cfg.out_dir
     files = MODEL_FILES if cfg.encoders else MODEL_FILES[:1]
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a directory")
+    check_writable_dir(out, "--out")
+    with exclusive(out, "--out"):  # one writer per folder for the whole export
+        return _export_locked(cfg, out, files)
+
+
+def _export_locked(cfg: ExportConfig, out: Path, files: tuple[str, ...]) -> dict[str, Any]:
     existing = [f for f in (*files, TASK_XML) if (out / f).exists()]
     if existing and not cfg.overwrite:
         raise ConfigError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace, or choose another --out")
@@ -126,6 +131,7 @@ def run_metadata(run: PolicyRun) -> tuple[dict[str, Any], bytes | None]:
             "run_kind": run.kind,
             "run": str(run.run_dir.resolve()),
             "step": int(run.step),
+            **({"skipped_steps": list(run.skipped)} if run.skipped else {}),
             "teacher": teacher,
             "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
@@ -155,7 +161,9 @@ def model_metadata(d: ModelDef, run: PolicyRun) -> dict[str, Any]:
 
 
 def attach_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
-    """Replace ``model``'s ``deepdistill.*`` metadata with ``meta``; set producer and doc string."""
+    """Replace ``model``'s ``deepdistill.*`` metadata with ``meta`` plus the digest of its graph
+    (``weights_sha256``, see :func:`metadata.graph_digest`); set producer and doc string."""
+    meta = {**meta, "weights_sha256": hashlib.sha256(model.graph.SerializeToString()).hexdigest()}
     keep = [p for p in model.metadata_props if not p.key.startswith(metadata.PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)

@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional
 
 from deepdistill.core.distributed import DistributedConfig
 from deepdistill.core.errors import ConfigError
+from deepdistill.core.validation import check_numbers
 from deepdistill.teacher.networks import validate_block_options, validate_depth
 
 __all__ = ["ConfigError", "TeacherConfig"]
@@ -150,6 +151,7 @@ class TeacherConfig(DistributedConfig):
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the field and the fix."""
+        check_numbers(self)
         for name in ("depth", "actor_depth", "critic_depth"):
             v = getattr(self, name)
             if v is not None:

@@ -10,7 +10,7 @@ import jax
 from deepdistill.core import distributed
 from deepdistill.core.errors import RunError
 from deepdistill.core.rollout import make_evaluator
-from deepdistill.core.rundir import read_json, resolve_run_config
+from deepdistill.core.rundir import check_writable_dir, read_json, resolve_run_config
 from deepdistill.core.runner import Stage, run_stage
 from deepdistill.teacher.config import TeacherConfig
 from deepdistill.teacher.envs import EnvSpec, make_env
@@ -47,7 +47,7 @@ class TeacherStage(Stage):
         return {"env": self.cfg.env, "params": self.trainer.nets.num_params()}
 
     def check_resumable(self, out: Path) -> None:
-        if EnvSpec.from_dict(read_json(out / "env_spec.json")) != self.env.spec:
+        if (out / "env_spec.json").is_file() and EnvSpec.from_dict(read_json(out / "env_spec.json")) != self.env.spec:
             raise RunError(f"--out {out}: the saved env spec differs from the task {self.cfg.env!r} of this version; cannot resume")
 
     def init(self) -> TrainState:
@@ -89,6 +89,7 @@ class TeacherStage(Stage):
 def train_teacher(cfg: TeacherConfig, devices=None) -> dict:
     """Train (or resume) a teacher; returns the last evaluation. See ``TeacherConfig`` for options."""
     cfg = resolve_config(cfg)  # reads files only (the process set always follows the command line)
+    check_writable_dir(cfg.out, "--out")
     apply_xla_gpu_flags(cfg.xla_gpu_flags)  # before JAX starts its backend (GPU only)
     distributed.initialize(cfg)  # before any JAX computation
     stage = TeacherStage(cfg, devices)

@@ -203,7 +203,12 @@ def test_generic_model_and_split(tmp_path):
 
 
 def test_session_defaults(policy):
-    assert policy.provider == "CPUExecutionProvider"  # no CUDA build of onnxruntime here
+    import onnxruntime as ort
+
+    # the runtime picks CUDA where this onnxruntime build has it (onnxruntime-gpu), else the CPU; a
+    # session falls back to the CPU when the CUDA libraries are missing
+    assert policy.provider in ort.get_available_providers()
+    assert policy.session.get_providers()[-1] == "CPUExecutionProvider"
     assert policy.session.get_session_options().intra_op_num_threads == 1
     assert (policy.action_low, policy.action_high) == (-1.0, 1.0)
     assert isinstance(PolicyInputError("x"), (PolicyError, ValueError))
@@ -231,3 +236,70 @@ def test_metadata_round_trip():
     m = meta()
     assert metadata.decode(metadata.encode(m)) == m
     assert json.loads(metadata.encode(m)["deepdistill.goal_indices"]) == [0, 1]
+
+
+# --- integrity: the weights digest and metadata that must agree with itself -----------------------------
+
+
+def signed(model):
+    """``model`` with the weights digest the exporter writes (``export.writer.attach_metadata``)."""
+    import hashlib
+
+    props = {p.key: p.value for p in model.metadata_props}
+    props[metadata.PREFIX + "weights_sha256"] = json.dumps(hashlib.sha256(model.graph.SerializeToString()).hexdigest())
+    del model.metadata_props[:]
+    helper.set_model_props(model, props)
+    return model
+
+
+def test_garbled_weights_are_refused(tmp_path):
+    path = write(tmp_path, signed(toy_model(metadata.encode(meta()))))
+    OnnxPolicy(path)  # intact: loads
+    data = bytearray(path.read_bytes())
+    at = data.find(W.tobytes())  # the weights' raw bytes in the file
+    assert at > 0
+    data[at:at + 8] = bytes(8 * [0x3F])
+    path.write_bytes(bytes(data))
+    with pytest.raises(PolicyFileError, match="do not match the digest in its metadata"):
+        OnnxPolicy(path)
+    with pytest.raises(PolicyFileError, match="do not match the digest"):
+        OnnxModel(path)
+
+
+@pytest.mark.parametrize(
+    "over,needle",
+    [
+        (dict(action_low="low"), "is not two finite numbers"),
+        (dict(action_high=float("nan")), "not valid JSON|not two finite numbers"),
+        (dict(action_low=1.0, action_high=-1.0), "is empty"),
+        (dict(goal_indices=[0, 7]), "goal_indices=\\[0, 7\\] must be 2 \\(goal_size\\) indices"),
+        (dict(goal_indices=[0]), "must be 2 \\(goal_size\\) indices"),
+        (dict(task="other"), "task='other' disagrees with env_spec.name='toy'"),
+        (dict(env_spec={"name": "toy", "action_low": -2.0}), "action_low=-1.0 disagrees with env_spec.action_low=-2.0"),
+        (dict(env_spec={"name": "toy", "goal_indices": [1, 2]}), "disagrees with env_spec.goal_indices"),
+        (dict(env_spec={"name": "toy", "state_size": 9}), "observation_size=3 disagrees with env_spec.state_size=9"),
+        (dict(weights_sha256="abc"), "is not a SHA-256 hex digest"),
+    ],
+)
+def test_metadata_fields_must_agree(tmp_path, over, needle):
+    with pytest.raises(PolicyFileError, match=needle):
+        OnnxPolicy(write(tmp_path, toy_model(metadata.encode(meta(**over)))))
+
+
+def test_metadata_edited_after_export_is_refused(tmp_path):
+    """A file whose action range was edited (the env_spec still records the task's): refused."""
+    m = signed(toy_model(metadata.encode(meta(env_spec={"name": "toy", "action_low": -1.0, "action_high": 1.0}))))
+    for p in m.metadata_props:
+        if p.key == metadata.PREFIX + "action_high":
+            p.value = "2.0"
+    with pytest.raises(PolicyFileError, match="action_high=2.0 disagrees with env_spec.action_high=1.0"):
+        OnnxPolicy(write(tmp_path, m))
+
+
+def test_graph_digest_reads_only_well_formed_models():
+    model = toy_model(metadata.encode(meta()))
+    import hashlib
+
+    assert metadata.graph_digest(model.SerializeToString()) == hashlib.sha256(model.graph.SerializeToString()).hexdigest()
+    assert metadata.graph_digest(b"\x08\x07garbage") is None
+    assert metadata.graph_digest(model.SerializeToString()[:-3]) is None
