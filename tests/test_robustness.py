@@ -296,3 +296,152 @@ def test_seeds_outside_32_bits_are_refused(seed):
 
     with pytest.raises(ConfigError, match=f"--seed {seed} is out of range"):
         check_numbers(C(seed))
+
+
+# --- the command lines ------------------------------------------------------------------------------
+
+
+def cli_exit(main, args, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    return e.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--actor-lr", "nan"], "--actor-lr must be a finite number (got nan)"),
+        (["--actor-lr", "inf"], "--actor-lr must be a finite number (got inf)"),
+        (["--critic-lr", "nan"], "--critic-lr must be a finite number"),
+        (["--logsumexp-penalty", "nan"], "--logsumexp-penalty must be a finite number"),
+        (["--target-entropy-scale", "nan"], "--target-entropy-scale must be a finite number"),
+        (["--env-steps-per-sgd-step", "nan"], "--env-steps-per-sgd-step must be a finite number"),
+        (["--max-wall-s", "inf"], "--max-wall-s must be a finite number"),
+        (["--seed", str(2**70)], f"--seed {2**70} is out of range"),
+    ],
+)
+def test_train_teacher_refuses_non_finite_flags_and_huge_seeds(tmp_path, capsys, args, needle):
+    from deepdistill.teacher.cli import main
+
+    code, err = cli_exit(main, ["--out", str(tmp_path / "t"), *args], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--lr", "nan"], "--lr must be a finite number (got nan)"),
+        (["--lr", "inf"], "--lr must be a finite number (got inf)"),
+        (["--temperature", "nan"], "--temperature must be a finite number"),
+        (["--repr", "inf"], "--repr must be a finite number"),
+        (["--seed", "-1"], "--seed -1 is out of range"),
+    ],
+)
+def test_distill_refuses_non_finite_flags(tmp_path, capsys, args, needle):
+    from deepdistill.distill.cli import main
+
+    code, err = cli_exit(main, ["--teacher", str(tmp_path / "no-teacher"), "--out", str(tmp_path / "s"), *args], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_export_refuses_a_non_finite_tolerance_and_an_unknown_opset(tmp_path, capsys):
+    from deepdistill.export.cli import main
+    from deepdistill.export.config import MIN_OPSET, max_opset
+
+    code, err = cli_exit(main, ["--student", str(tmp_path), "--tolerance", "nan"], capsys)
+    assert code == 2 and "--tolerance must be a finite number" in err, err
+    code, err = cli_exit(main, ["--student", str(tmp_path), "--opset", "99"], capsys)
+    assert code == 2 and f"--opset 99 is outside the supported range [{MIN_OPSET}, {max_opset()}]" in err, err
+
+
+def _commands():
+    from deepdistill.distill.cli import main as distill
+    from deepdistill.evaluate.cli import main as evaluate
+    from deepdistill.pipeline import main as pipeline
+    from deepdistill.teacher.cli import main as teacher
+
+    return {
+        "train-teacher": (teacher, []),
+        "distill": (distill, ["--teacher", "/nonexistent"]),
+        "evaluate": (evaluate, ["--teacher", "/nonexistent", "--student", "/nonexistent"]),
+        "pipeline": (pipeline, ["pipeline"]),
+    }
+
+
+@pytest.mark.parametrize("command", ["train-teacher", "distill", "evaluate", "pipeline"])
+def test_an_out_that_is_a_file_is_refused_up_front(tmp_path, capsys, command):
+    main, args = _commands()[command]
+    (tmp_path / "f").write_text("precious")
+    code, err = cli_exit(main, [*args, "--out", str(tmp_path / "f")], capsys)
+    assert code == 2 and "is a file, not a directory" in err and len(err.strip().splitlines()) == 1, err
+    code, err = cli_exit(main, [*args, "--out", str(tmp_path / "f" / "sub")], capsys)
+    assert code == 2 and "is a file, not a directory" in err, err
+    assert (tmp_path / "f").read_text() == "precious"
+
+
+@pytest.mark.parametrize("command", ["train-teacher", "pipeline"])
+def test_a_second_writer_on_the_command_line_names_the_pid(tmp_path, capsys, command):
+    main, args = _commands()[command]
+    with exclusive(tmp_path / "out", "--out"):
+        code, err = cli_exit(main, [*args, "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and f"is in use by process {os.getpid()}" in err, err
+
+
+def test_os_errors_on_the_users_paths_are_one_line_and_others_keep_their_traceback(tmp_path, capsys):
+    import errno
+
+    from deepdistill.core.cli import run_cli
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        out: str = str(tmp_path / "out")
+
+    def fail(path, err=errno.EACCES):
+        def main(cfg):
+            raise OSError(err, os.strerror(err), str(path))
+        return main
+
+    for err_no in (errno.EACCES, errno.EISDIR, errno.ENOTDIR, errno.EROFS):
+        with pytest.raises(SystemExit) as e:
+            run_cli("tool", Cfg, fail(tmp_path / "out" / "x.json", err_no), [])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("tool: error: ") and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit) as e:  # a full disk is never a bug, whatever the path
+        run_cli("tool", Cfg, fail("/somewhere/else", errno.ENOSPC), [])
+    assert e.value.code == 2 and "No space left on device" in capsys.readouterr().err
+    with pytest.raises(PermissionError):  # a path the user did not choose: a bug, with its traceback
+        run_cli("tool", Cfg, fail("/etc/deepdistill-internal"), [])
+
+
+def test_pipeline_refuses_another_seed_or_preset_unless_restarted(tmp_path, capsys, monkeypatch):
+    from deepdistill.pipeline import main
+
+    out = tmp_path / "p"
+    (out / "teacher").mkdir(parents=True)
+    (out / "pipeline.json").write_text(json.dumps({"stages": {"teacher": {"done": True}}, "preset": "smoke", "seed": 0}))
+    for args, needle in ((["--seed", "1"], "--seed 0"), (["--preset", "quickstart"], "--preset 'smoke'")):
+        code, err = cli_exit(main, ["pipeline", "--preset", "smoke", "--out", str(out), *args], capsys)
+        assert code == 2 and needle in err and "--restart" in err and len(err.strip().splitlines()) == 1, err
+    # a pipeline.json written before seeds were recorded: the teacher's config.json tells
+    (out / "pipeline.json").write_text(json.dumps({"stages": {"teacher": {"done": True}}, "preset": "smoke"}))
+    (out / "teacher" / "config.json").write_text(json.dumps({"seed": 0}))
+    code, err = cli_exit(main, ["pipeline", "--preset", "smoke", "--out", str(out), "--seed", "3"], capsys)
+    assert code == 2 and "--seed 0" in err, err
+
+    import deepdistill.teacher.run
+
+    class Started(Exception):
+        pass
+
+    def train_teacher(cfg):
+        raise Started(cfg.seed, cfg.resume)
+
+    monkeypatch.setattr(deepdistill.teacher.run, "train_teacher", train_teacher)
+    with pytest.raises(Started) as e:
+        main(["pipeline", "--preset", "smoke", "--out", str(out), "--seed", "3", "--restart"])
+    assert e.value.args == (3, False)  # started again from scratch with the new seed
+    assert not (out / "teacher").exists()
+    assert read_json(out / "pipeline.json") == {"stages": {}, "preset": "smoke", "seed": 3}
