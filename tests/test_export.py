@@ -26,7 +26,7 @@ from deepdistill.export.config import ExportConfig
 from deepdistill.export.convert import model_defs, to_onnx_model
 from deepdistill.export.parity import ParityError
 from deepdistill.export.parity import session as parity_session
-from deepdistill.export.runtime import OnnxModel, OnnxPolicy
+from deepdistill.export.runtime import OnnxModel, OnnxPolicy, PolicyFileError
 from deepdistill.export.writer import export_run
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.policy import load_policy_run
@@ -290,7 +290,8 @@ def test_cli_bad_input_exits_2_with_one_line(runs, exported, tmp_path, capsys):
     cases = [
         ([], "pass exactly one of --student"),
         (["--student", str(runs["student"]), "--teacher", str(runs["teacher"])], "pass exactly one of"),
-        (["--student", str(runs["student"]), "--opset", "13"], "--opset 13 is below 17"),
+        (["--student", str(runs["student"]), "--opset", "13"], "--opset 13 is outside the supported range [17, "),
+        (["--student", str(runs["student"]), "--opset", "99"], "--opset 99 is outside the supported range [17, "),
         (["--student", str(runs["student"]), "--tolerance", "0"], "--tolerance must be positive"),
         (["--teacher", str(tmp_path / "missing")], "no such directory"),
         (["--student", str(empty)], "not a deepdistill run (no run.json)"),
@@ -315,6 +316,48 @@ def test_cli_parity_failure_keeps_its_traceback_and_writes_nothing(runs, tmp_pat
         cli_in_process(capsys, "--student", str(runs["student"]), "--out", str(tmp_path / "x"),
                        "--tolerance", "1e-12", "--parity-samples", str(PARITY_SAMPLES), "--no-encoders")
     assert not (tmp_path / "x").exists() or not list((tmp_path / "x").iterdir())
+
+
+def test_a_second_export_into_a_folder_in_use_is_refused(runs, tmp_path, capsys):
+    from deepdistill.core.rundir import exclusive
+
+    with exclusive(tmp_path / "o", "--out"):
+        code, err = cli_in_process(capsys, "--student", str(runs["student"]), "--out", str(tmp_path / "o"))
+    assert code == 2 and f"--out {tmp_path / 'o'} is in use by process {os.getpid()}" in err, err
+
+
+def test_garbled_weights_are_refused_by_the_runtime(exported, tmp_path):
+    out, _ = exported
+    model = onnx.load(out / "policy.onnx")
+    meta = metadata.decode({p.key: p.value for p in model.metadata_props})
+    assert meta["weights_sha256"] == metadata.graph_digest((out / "policy.onnx").read_bytes())
+    data = bytearray((out / "policy.onnx").read_bytes())
+    biggest = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    at = data.find(biggest.raw_data)
+    assert at > 0 and len(biggest.raw_data) >= 256
+    data[at + 64:at + 128] = bytes(range(64))  # 64 garbled bytes inside a weight matrix
+    (tmp_path / "policy.onnx").write_bytes(bytes(data))
+    with pytest.raises(PolicyFileError, match="do not match the digest in its metadata"):
+        OnnxPolicy(tmp_path / "policy.onnx")
+
+
+def test_a_broken_newest_step_is_skipped_and_recorded(runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "student"
+    shutil.copytree(runs["student"], run)
+    nets = load_policy_run(run, "student").nets
+    ckpt = Checkpointer(run)
+    ckpt.save(2 * STEP, {"step": 2 * STEP}, random_params(nets, 9), {"step": 2 * STEP})
+    ckpt.close()
+    for f in (run / "checkpoints" / str(2 * STEP) / "params").rglob("*"):
+        if f.is_file() and "ocdbt" in str(f) and "/d/" in str(f):
+            f.write_bytes(b"")
+    capsys.readouterr()
+    export_run(ExportConfig(student=str(run), out=str(tmp_path / "o"), encoders=False, parity_samples=PARITY_SAMPLES))
+    assert f"using step {STEP}; newer checkpoints are unreadable (step {2 * STEP}:" in capsys.readouterr().err
+    prov = OnnxPolicy(tmp_path / "o").metadata["provenance"]
+    assert prov["step"] == STEP and prov["skipped_steps"][0].startswith(f"step {2 * STEP}: ")
 
 
 # --- the runtime without JAX ----------------------------------------------------------------------
