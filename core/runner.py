@@ -125,8 +125,10 @@ def run_stage(stage: Stage) -> dict:
                     shutil.rmtree(out, ignore_errors=True)
                 else:
                     for name in written:
-                        p = out / name
-                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                        if (out / name).is_dir():
+                            shutil.rmtree(out / name, ignore_errors=True)
+                        else:
+                            (out / name).unlink(missing_ok=True)
             raise
 
 

@@ -80,6 +80,77 @@ def test_resume_finishes_the_run(teacher_run, tmp_path):
     assert steps == [150]
 
 
+def test_resume_of_an_unfinished_run_matches_training_in_memory(teacher_run, tmp_path, monkeypatch):
+    """Interrupted after its first epoch (of two), its run.json and networks.json lost, resumed: the
+    student equals two epochs trained in memory without checkpoints."""
+    from deepdistill.distill.run import DistillStage
+
+    cfg = tiny(teacher_run, tmp_path / "s", steps=300)
+    epoch, calls = DistillStage.epoch, []
+
+    def interrupted(self, ds):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C during the second epoch
+        return epoch(self, ds)
+
+    with monkeypatch.context() as m:
+        m.setattr(DistillStage, "epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            distill(cfg)
+    for name in ("run.json", "networks.json"):
+        (tmp_path / "s" / name).unlink()
+    distill(tiny(teacher_run, tmp_path / "s", steps=300, resume=True))
+    info = json.load(open(tmp_path / "s" / "run.json"))
+    assert info["kind"] == "student" and info["teacher"]["step"] == load_teacher(teacher_run).step
+    stage = DistillStage(tiny(teacher_run, tmp_path / "mem", steps=300), load_teacher(teacher_run))
+    ds = stage.init()
+    for _ in range(2):
+        ds, _ = stage.epoch(ds)
+    resumed = load_student(tmp_path / "s")
+    assert resumed.step == int(ds.sgd_steps) == 300
+    for a, b in zip(jax.tree.leaves(jax.device_get(ds.student)), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(a, b)
+    steps = [json.loads(l)["sgd_steps"] for l in open(tmp_path / "s" / "metrics.jsonl")]
+    assert steps == [150, 300]
+
+
+def test_a_teacher_with_lost_files_is_rebuilt_by_resume(teacher_run, tmp_path):
+    import shutil
+
+    from deepdistill.core.errors import RunError
+
+    run = tmp_path / "t"
+    shutil.copytree(teacher_run, run)
+    before = {n: (run / n).read_text() for n in ("networks.json", "env_spec.json")}
+    for name in ("run.json", "networks.json", "env_spec.json"):
+        (run / name).unlink()
+    with pytest.raises(RunError, match="run.json is missing; `train-teacher --resume --out .*` rebuilds it"):
+        load_teacher(run)
+    train_teacher(TeacherConfig(out=str(run), resume=True, progress=False))
+    assert {n: (run / n).read_text() for n in before} == before
+    assert json.load(open(run / "run.json"))["kind"] == "teacher"
+    assert load_teacher(run).step == load_teacher(teacher_run).step
+
+
+def test_a_broken_newest_teacher_step_is_skipped_and_said(teacher_run, tmp_path, capsys):
+    import shutil
+
+    from deepdistill.distill.run import teacher_provenance
+
+    run = tmp_path / "t"
+    shutil.copytree(teacher_run, run)
+    newest = load_teacher(run).step
+    for f in (run / "checkpoints" / str(newest) / "params").rglob("*"):
+        if f.is_file() and "/d/" in str(f):
+            f.write_bytes(b"")
+    capsys.readouterr()
+    teacher = load_teacher(run)
+    assert teacher.step < newest
+    assert f"--teacher {run}: using step {teacher.step}; newer checkpoints are unreadable (step {newest}:" in capsys.readouterr().err
+    assert teacher_provenance(teacher)["skipped_steps"][0].startswith(f"step {newest}: ")
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
