@@ -54,7 +54,8 @@ def run_commands(prog: str, commands: dict[Optional[str], tuple[type, Callable[[
         print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; the last checkpoint is kept (rerun with --resume)", file=sys.stderr)
+        print(f"{prog}: interrupted; the last checkpoint is kept (rerun with --resume; a run stopped before its "
+              "first checkpoint left nothing behind: rerun the same command)", file=sys.stderr)
         sys.exit(130)
 
 
