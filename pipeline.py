@@ -68,7 +68,7 @@ class PipelineConfig:
 
     preset: str = "quickstart"
     """quickstart (point_maze, one depth-4 student), sweep (students of depth 0, 4, 8), reacher (a robot on 2
-    CPU cores, about 20 min), ant (one GPU; untested on a GPU) or smoke (seconds)."""
+    CPU cores, about 12 min), ant (one GPU; untested on a GPU) or smoke (seconds)."""
     out: str = "runs/quickstart"
     """Folder for every stage: teacher/, student_d*_w*/, onnx_d*_w*/, report/."""
     seed: int = 0
