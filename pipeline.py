@@ -40,10 +40,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "students": [(4, 64)],
         "episodes": 128,
     },
-    # One GPU (untested here: no GPU on the machine that wrote it). The paper's ant setting at depth 64
+    # One GPU (an H200 trains the teacher at ~4,560 env steps/s: ~3 h; BENCHMARKS.md). The paper's ant setting at depth 64
     # (width 256, 512 envs, batch 256, 1 SGD step per 40 env steps), 50M env steps; students of depth 4.
     "ant": {
-        "teacher": dict(env="ant", depth=64, width=256, batch_size=256, num_envs=512, unroll_length=62,
+        "teacher": dict(env="ant", depth=64, width=256, batch_size=256, num_envs=512, unroll_length=50,
                         env_steps_per_sgd_step=40.0, replay_steps_per_env=10_000, total_env_steps=50_000_000,
                         eval_every=1_000_000, num_eval_episodes=128, remat=True),
         "distill": dict(steps=20_000, batch_size=512, num_envs=256, eval_every=5_000, num_eval_episodes=128),
@@ -68,12 +68,17 @@ class PipelineConfig:
 
     preset: str = "quickstart"
     """quickstart (point_maze, one depth-4 student), sweep (students of depth 0, 4, 8), reacher (a robot on 2
-    CPU cores, about 12 min), ant (one GPU; untested on a GPU) or smoke (seconds)."""
+    CPU cores, about 12 min), ant (one GPU, about 3 h on an H200) or smoke (seconds)."""
     out: str = "runs/quickstart"
     """Folder for every stage: teacher/, student_d*_w*/, onnx_d*_w*/, report/."""
     seed: int = 0
     episodes: Optional[int] = None
     """Evaluation episodes per split (default: the preset's, else 256)."""
+    teacher_env_steps: Optional[int] = None
+    """Train the teacher for this many env steps instead of the preset's (evaluating at least 4 times): a
+    short look at a preset, e.g. a few minutes of ``--preset ant`` on one GPU."""
+    distill_steps: Optional[int] = None
+    """Distill each student for this many SGD steps instead of the preset's (evaluating at least twice)."""
     progress: bool = True
     restart: bool = False
     """Discard the pipeline in --out (its stage folders and pipeline.json) and start again; needed to
@@ -83,8 +88,26 @@ class PipelineConfig:
         check_numbers(self)
         if self.preset not in PRESETS:
             raise ConfigError(f"--preset {self.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
-        if self.episodes is not None and self.episodes <= 0:
-            raise ConfigError(f"--episodes must be positive (got {self.episodes})")
+        for name in ("episodes", "teacher_env_steps", "distill_steps"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {v})")
+
+
+def _stage_overrides(cfg: PipelineConfig, preset: dict) -> tuple[dict, dict]:
+    """The preset's teacher and distill settings with ``--teacher-env-steps`` / ``--distill-steps`` applied."""
+    teacher, dist = dict(preset["teacher"]), dict(preset["distill"])
+    if cfg.teacher_env_steps is not None:
+        from deepdistill.teacher.config import TeacherConfig
+
+        every = teacher.get("eval_every", TeacherConfig.eval_every)
+        teacher.update(total_env_steps=cfg.teacher_env_steps, eval_every=max(1, min(every, cfg.teacher_env_steps // 4)))
+    if cfg.distill_steps is not None:
+        from deepdistill.distill.config import DistillConfig
+
+        every = dist.get("eval_every", DistillConfig.eval_every)
+        dist.update(steps=cfg.distill_steps, eval_every=max(1, min(every, cfg.distill_steps // 2)))
+    return teacher, dist
 
 
 def _stage_status(out: Path) -> dict:
@@ -122,7 +145,8 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
     preset = PRESETS[cfg.preset]
     episodes = cfg.episodes or preset.get("episodes", 256)
     status = _stage_status(out)
-    recorded = {k: status[k] for k in ("preset", "seed") if k in status}
+    teacher_over, distill_over = _stage_overrides(cfg, preset)
+    recorded = {k: status[k] for k in ("preset", "seed", "teacher_env_steps", "distill_steps") if k in status}
     if "seed" not in recorded and (out / "teacher" / "config.json").is_file():  # a pipeline.json of an older version
         recorded["seed"] = read_json(out / "teacher" / "config.json").get("seed")
     if cfg.restart:
@@ -130,11 +154,13 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
             shutil.rmtree(d, ignore_errors=True)
         status = {"stages": {}}
     elif status["stages"] or recorded:
-        for key, value in (("preset", cfg.preset), ("seed", cfg.seed)):
+        for key in ("preset", "seed", "teacher_env_steps", "distill_steps"):
+            value = getattr(cfg, key)
             if key in recorded and recorded[key] != value:
-                raise ConfigError(f"--out {out} holds a pipeline run with --{key} {recorded[key]!r}, not {value!r}; rerun "
-                                  f"with --{key} {recorded[key]!r} to continue it, pass --restart to discard it, or choose another --out")
-    status.update(preset=cfg.preset, seed=cfg.seed)
+                flag = "--" + key.replace("_", "-")
+                raise ConfigError(f"--out {out} holds a pipeline run with {flag} {recorded[key]!r}, not {value!r}; rerun "
+                                  f"with {flag} {recorded[key]!r} to continue it, pass --restart to discard it, or choose another --out")
+    status.update(preset=cfg.preset, seed=cfg.seed, teacher_env_steps=cfg.teacher_env_steps, distill_steps=cfg.distill_steps)
     write_json_atomic(out / "pipeline.json", status)
 
     def started(d: Path) -> bool:
@@ -142,7 +168,7 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
 
     teacher_dir = out / "teacher"
     if "teacher" not in status["stages"]:
-        tcfg = TeacherConfig(**{**preset["teacher"], "out": str(teacher_dir), "seed": cfg.seed,
+        tcfg = TeacherConfig(**{**teacher_over, "out": str(teacher_dir), "seed": cfg.seed,
                                 "progress": cfg.progress, "resume": started(teacher_dir)})
         last = train_teacher(tcfg)
         _mark(out, status, "teacher", {"eval": last})
@@ -152,7 +178,7 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
         name = f"d{depth}_w{width}"
         sdir, odir = out / f"student_{name}", out / f"onnx_{name}"
         if f"distill_{name}" not in status["stages"]:
-            dcfg = DistillConfig(**{**preset["distill"], "teacher": str(teacher_dir), "out": str(sdir), "depth": depth,
+            dcfg = DistillConfig(**{**distill_over, "teacher": str(teacher_dir), "out": str(sdir), "depth": depth,
                                     "width": width, "seed": cfg.seed, "progress": cfg.progress, "resume": started(sdir)})
             _mark(out, status, f"distill_{name}", {"result": distill(dcfg)})
         if f"export_{name}" not in status["stages"]:
