@@ -8,6 +8,7 @@ checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -62,6 +63,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# What pipeline.json records: rerunning a folder with other values is refused unless --restart.
+RECORDED = ("preset", "seed", "arch", "teacher_env_steps", "distill_steps")
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Train a teacher, distill students, export them to ONNX and compare everything, in one folder."""
@@ -72,6 +77,9 @@ class PipelineConfig:
     out: str = "runs/quickstart"
     """Folder for every stage: teacher/, student_d*_w*/, onnx_d*_w*/, report/."""
     seed: int = 0
+    arch: str = "residual"
+    """Student architecture of every student of the preset: a registered name (`deepdistill archs`) or your
+    own class as module:Class (see `distill --help`)."""
     episodes: Optional[int] = None
     """Evaluation episodes per split (default: the preset's, else 256)."""
     teacher_env_steps: Optional[int] = None
@@ -88,6 +96,10 @@ class PipelineConfig:
         check_numbers(self)
         if self.preset not in PRESETS:
             raise ConfigError(f"--preset {self.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
+        from deepdistill.student.interface import Size
+
+        for depth, width in PRESETS[self.preset]["students"]:
+            Size(depth, width).check(self.arch)
         for name in ("episodes", "teacher_env_steps", "distill_steps"):
             v = getattr(self, name)
             if v is not None and v <= 0:
@@ -115,8 +127,15 @@ def _stage_status(out: Path) -> dict:
     return read_json(path) if path.exists() else {"stages": {}}
 
 
-def _stage_dirs(out: Path, preset: str) -> list[Path]:
-    names = ["teacher", "report"] + [f"{kind}_d{d}_w{w}" for d, w in PRESETS[preset]["students"] for kind in ("student", "onnx")]
+def _student_name(arch: str, depth: int, width: int) -> str:
+    """``d4_w64`` for the default architecture, ``mlp_d1_w64`` or ``TanhMLPNetworks_d4_w64`` for others."""
+    tag = "" if arch == "residual" else re.sub(r"[^A-Za-z0-9_]+", "_", arch.rpartition(":")[2].rpartition(".")[2]) + "_"
+    return f"{tag}d{depth}_w{width}"
+
+
+def _stage_dirs(out: Path, preset: str, arch: str = "residual") -> list[Path]:
+    names = ["teacher", "report"] + [f"{kind}_{_student_name(arch, d, w)}" for d, w in PRESETS[preset]["students"]
+                                     for kind in ("student", "onnx")]
     return [out / n for n in names]
 
 
@@ -146,21 +165,22 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
     episodes = cfg.episodes or preset.get("episodes", 256)
     status = _stage_status(out)
     teacher_over, distill_over = _stage_overrides(cfg, preset)
-    recorded = {k: status[k] for k in ("preset", "seed", "teacher_env_steps", "distill_steps") if k in status}
+    recorded = {k: status[k] for k in RECORDED if k in status}
     if "seed" not in recorded and (out / "teacher" / "config.json").is_file():  # a pipeline.json of an older version
         recorded["seed"] = read_json(out / "teacher" / "config.json").get("seed")
     if cfg.restart:
-        for d in [p for name in {recorded.get("preset"), cfg.preset} & set(PRESETS) for p in _stage_dirs(out, name)]:
+        archs = {recorded.get("arch", "residual"), cfg.arch}
+        for d in [p for name in {recorded.get("preset"), cfg.preset} & set(PRESETS) for a in archs for p in _stage_dirs(out, name, a)]:
             shutil.rmtree(d, ignore_errors=True)
         status = {"stages": {}}
     elif status["stages"] or recorded:
-        for key in ("preset", "seed", "teacher_env_steps", "distill_steps"):
+        for key in RECORDED:
             value = getattr(cfg, key)
             if key in recorded and recorded[key] != value:
                 flag = "--" + key.replace("_", "-")
                 raise ConfigError(f"--out {out} holds a pipeline run with {flag} {recorded[key]!r}, not {value!r}; rerun "
                                   f"with {flag} {recorded[key]!r} to continue it, pass --restart to discard it, or choose another --out")
-    status.update(preset=cfg.preset, seed=cfg.seed, teacher_env_steps=cfg.teacher_env_steps, distill_steps=cfg.distill_steps)
+    status.update({key: getattr(cfg, key) for key in RECORDED})
     write_json_atomic(out / "pipeline.json", status)
 
     def started(d: Path) -> bool:
@@ -175,11 +195,11 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
 
     students, onnx_dirs = [], []
     for depth, width in preset["students"]:
-        name = f"d{depth}_w{width}"
+        name = _student_name(cfg.arch, depth, width)
         sdir, odir = out / f"student_{name}", out / f"onnx_{name}"
         if f"distill_{name}" not in status["stages"]:
-            dcfg = DistillConfig(**{**distill_over, "teacher": str(teacher_dir), "out": str(sdir), "depth": depth,
-                                    "width": width, "seed": cfg.seed, "progress": cfg.progress, "resume": started(sdir)})
+            dcfg = DistillConfig(**{**distill_over, "teacher": str(teacher_dir), "out": str(sdir), "arch": cfg.arch,
+                                    "depth": depth, "width": width, "seed": cfg.seed, "progress": cfg.progress, "resume": started(sdir)})
             _mark(out, status, f"distill_{name}", {"result": distill(dcfg)})
         if f"export_{name}" not in status["stages"]:
             from deepdistill.export.config import ExportConfig
@@ -205,16 +225,33 @@ class EnvsConfig:
 
 
 def list_envs_main(_: EnvsConfig = EnvsConfig()) -> None:
-    from deepdistill.teacher.envs import list_envs
+    from deepdistill.envs import list_envs
 
     for name, desc in list_envs().items():
         print(f"{name:22s} {desc}")
 
 
+@dataclasses.dataclass(frozen=True)
+class ArchsConfig:
+    """List the student architectures (registered names; module:Class names work too)."""
+
+
+def list_archs_main(_: ArchsConfig = ArchsConfig()) -> None:
+    from deepdistill.student.interface import architectures, get_architecture
+
+    for name in architectures():
+        a = get_architecture(name)
+        how = "" if a.build is not None else "  (from Python only)"
+        print(f"{name:22s} {a.description}{how}")
+    print("module:Class           your own networks class (a NetworksBase subclass with build), e.g. "
+          "tanh_mlp:TanhMLPNetworks")
+
+
 def main(args: list[str] | None = None) -> None:
     run_commands(
         "deepdistill",
-        {"pipeline": (PipelineConfig, run_pipeline), "envs": (EnvsConfig, list_envs_main)},
+        {"pipeline": (PipelineConfig, run_pipeline), "envs": (EnvsConfig, list_envs_main),
+         "archs": (ArchsConfig, list_archs_main)},
         args,
         description="The whole deep-teacher -> shallow-student pipeline in one command. The stages are also "
                     "separate commands: train-teacher, distill, export-onnx, evaluate.",

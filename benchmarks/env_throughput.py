@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import tyro
 from _report import cpu_model, write_section
-from deepdistill.teacher.envs import list_envs, make_env
-from deepdistill.teacher.envs.brax_tasks import BACKEND, BACKENDS, make_task
+from deepdistill.envs import list_envs, make_env
+from deepdistill.envs.brax_tasks import BACKEND, BACKENDS, make_task
 
 SECTION = "## Environment throughput"
 COMPARE = ("ant", "ant_u4_maze", "humanoid", "reacher", "pusher")

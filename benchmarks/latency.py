@@ -119,7 +119,7 @@ def bench_onnx(name: str, nets, params, spec, args, workdir: Path, max_unrolled_
     from deepdistill.export.config import ExportConfig
     from deepdistill.export.runtime import OnnxPolicy
     from deepdistill.export.writer import export_policy
-    from deepdistill.core.policy import PolicyRun
+    from deepdistill.student.policy import PolicyRun
 
     out = workdir / name.replace(" ", "_").replace(",", "")
     run = PolicyRun("student", out, spec, nets, params, 0, {}, {"kind": "student", "teacher": None})
@@ -178,8 +178,8 @@ def main(argv=None) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
     import onnxruntime
-    from deepdistill.teacher.envs import make_env
-    from deepdistill.teacher.networks import CRLNetworks
+    from deepdistill.envs import make_env
+    from deepdistill.student.residual import CRLNetworks
 
     spec = make_env("point_maze").spec
     started = time.time()

@@ -168,7 +168,7 @@ class ReferenceTrainer(Trainer):
 def update_flops(trainer: ReferenceTrainer, batch: int) -> int:
     """Dense-layer FLOPs of one reference SGD step: critic 3F_phi + 3F_psi; actor 3F_actor, phi
     forward + activation backward (2F_phi) and its own psi forward (1F_psi)."""
-    from deepdistill.teacher.networks import ResidualMLP
+    from deepdistill.student.residual import ResidualMLP
 
     cfg, s = trainer.cfg, trainer.spec
     fa = ResidualMLP(s.state_size + s.goal_size, 2 * s.action_size, cfg.actor_width_, cfg.actor_depth_).flops_per_sample()

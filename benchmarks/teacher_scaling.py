@@ -33,7 +33,7 @@ For each depth (actor and both encoders at that depth, width ``--width``, batch 
   the other measurements (the machine is shared; its load is printed), and the update's fraction
   of it (wall clock, and per CPU-second).
 * ``--compare-keep-all DEPTH ...`` also times, in the same run, the SGD step with residual blocks
-  that keep every intermediate for the backward pass (what ``teacher/networks.py`` did before its
+  that keep every intermediate for the backward pass (what ``student/residual.py`` did before its
   blocks kept only their matmul outputs).
 
 The results are printed as a table and, unless ``--no-write``, written to the section
@@ -154,7 +154,7 @@ def update_flops(nets, batch: int) -> int:
 
 def make_trainer(args, depth: int):
     from deepdistill.teacher.config import TeacherConfig
-    from deepdistill.teacher.envs import make_env
+    from deepdistill.envs import make_env
     from deepdistill.teacher.train import Trainer
 
     env = make_env(args.env, training=True)
@@ -197,7 +197,7 @@ def blocks_keep_everything(on: bool):
     """Residual blocks keep every intermediate for the backward pass (no recomputation), as before
     ``networks`` kept only their matmul outputs. Read when a function is traced."""
     import jax
-    from deepdistill.teacher import networks
+    from deepdistill.student import residual as networks
 
     saved = networks._SAVE_MATMULS
     if on:
@@ -314,7 +314,7 @@ def render(args, rows: list[dict], peak, check, meta: dict) -> str:
     if before:
         lines.append("")
         lines.append("Same run, SGD step with blocks that keep every intermediate for the backward pass (before; no "
-                     "recomputation) against blocks that keep their matmul outputs (now, `teacher/networks.py`):")
+                     "recomputation) against blocks that keep their matmul outputs (now, `student/residual.py`):")
         lines.append("")
         lines.append("| depth | SGD step s before | now | speed-up | SGD temp MiB before | now | GFLOP / CPU-s before | now |")
         lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")

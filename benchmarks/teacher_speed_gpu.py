@@ -111,7 +111,7 @@ def items(args, flags: bool) -> list[tuple]:
 
 def config(args, task: str, batch: int, depth: int, variant: str):
     from deepdistill.teacher.config import TeacherConfig
-    from deepdistill.teacher.envs import make_env
+    from deepdistill.envs import make_env
 
     env = make_env(task, training=True)
     opts = dict(VARIANTS[variant])

@@ -25,7 +25,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from deepdistill.core import replay as rb
 
 if TYPE_CHECKING:
-    from deepdistill.teacher.envs.base import GoalEnv
+    from deepdistill.envs.base import GoalEnv
 
 # act(obs [E, S + G], key) -> (action [E, A], aux): aux is stacked over the unroll and returned
 ActFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepdistill.teacher.envs.base import GoalEnv
+if TYPE_CHECKING:
+    from deepdistill.envs.base import GoalEnv
 
 # policy(params, state [B, S], goal [B, G]) -> action [B, A]
 PolicyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]

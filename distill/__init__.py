@@ -5,8 +5,11 @@ from deepdistill.distill.config import DistillConfig
 __all__ = ["DistillConfig", "distill"]
 
 
-def distill(cfg: DistillConfig) -> dict:
-    """Run ``distill`` (see :class:`DistillConfig`); returns teacher and student evaluations."""
+def distill(cfg: DistillConfig, devices=None, student=None) -> dict:
+    """Run ``distill`` (see :class:`DistillConfig`); returns teacher and student evaluations.
+
+    ``student``: networks of your own (any :class:`deepdistill.student.PolicyNetworks`, e.g. a flax.nnx
+    module through ``NNXNetworks``) instead of the ``--arch`` built from ``cfg``."""
     from deepdistill.distill.run import distill as _distill
 
-    return _distill(cfg)
+    return _distill(cfg, devices=devices, student=student)

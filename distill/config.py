@@ -8,13 +8,12 @@ from typing import Any, Optional
 from deepdistill.core.distributed import DistributedConfig
 from deepdistill.core.errors import ConfigError
 from deepdistill.core.validation import check_numbers
-from deepdistill.teacher.networks import validate_depth
+from deepdistill.student.interface import Size as StudentSize
 
 DATA_MODES = ("teacher", "dagger")
 BETA_SCHEDULES = ("constant", "linear", "exponential")
 REPR_LOSSES = ("mse", "cosine")
 LOSS_WEIGHTS = ("action_mse", "action_kl", "repr", "relational")
-ARCHS = ("residual", "mlp")
 ACTIVATIONS = ("swish", "relu", "tanh")
 
 
@@ -33,11 +32,12 @@ class DistillConfig(DistributedConfig):
 
     # --- the student ---------------------------------------------------------------------------
     arch: str = "residual"
-    """Student architecture: residual (the teacher's residual MLP, smaller) or mlp (plain MLP without
-    LayerNorm, for small embedded controllers). A flax.nnx student is passed from Python."""
+    """Student architecture: a registered name (residual: the teacher's residual MLP, smaller; mlp: a
+    plain MLP without LayerNorm; `deepdistill archs` lists them all) or your own class as module:Class
+    (its folder on PYTHONPATH; recorded in the run, so later stages import it again)."""
     depth: int = 4
     """residual: Dense layers inside residual blocks (multiple of 4; 0 = input layer + head only);
-    mlp: hidden layers after the first."""
+    mlp: hidden layers after the first; other architectures: their own meaning."""
     width: int = 64
     """Student hidden width."""
     actor_depth: Optional[int] = None
@@ -113,6 +113,10 @@ class DistillConfig(DistributedConfig):
             raise ConfigError(f"config has unknown fields {unknown}: is it a student run of another version?")
         return cls(**d)
 
+    def size(self) -> "StudentSize":
+        return StudentSize(self.depth, self.width, self.actor_depth, self.critic_depth, self.actor_width,
+                           self.critic_width, self.activation)
+
     def weights(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in LOSS_WEIGHTS}
 
@@ -122,20 +126,13 @@ class DistillConfig(DistributedConfig):
         def flag(name):
             return "--" + name.replace("_", "-")
 
-        if self.arch not in ARCHS:
-            raise ConfigError(f"--arch {self.arch!r} is unknown; choose one of: {', '.join(ARCHS)} "
-                              f"(a flax.nnx student is passed from Python: distill(cfg, student=...))")
         for name in ("depth", "actor_depth", "critic_depth"):
             v = getattr(self, name)
-            if v is not None and self.arch == "residual":
-                try:
-                    validate_depth(v, flag(name))
-                except ValueError as e:
-                    raise ConfigError(str(e)) from None
-            elif v is not None and v < 0:
+            if v is not None and v < 0:
                 raise ConfigError(f"{flag(name)} must be >= 0 (got {v})")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"--activation {self.activation!r} is unknown; choose one of: {', '.join(ACTIVATIONS)}")
+        self.size().check(self.arch)
         for name in ("width", "steps", "batch_size", "num_envs", "unroll_length", "sgd_steps_per_unroll",
                      "replay_steps_per_env", "eval_every", "num_eval_episodes", "max_to_keep"):
             if getattr(self, name) <= 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from deepdistill.teacher.losses import pairwise_energy
+from deepdistill.core.heads import pairwise_energy
 
 
 def action_mse(student_mean: jax.Array, teacher_mean: jax.Array) -> jax.Array:

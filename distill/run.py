@@ -9,18 +9,18 @@ import jax
 
 from deepdistill.distill.config import DistillConfig
 from deepdistill.distill.train import Distiller, DistillState
-from deepdistill.student.interface import PolicyNetworks, make_student, networks_from_dict
+from deepdistill.student.interface import Interface, PolicyNetworks, build_student, networks_from_dict
 from deepdistill.core import replay as rb
 from deepdistill.core import distributed
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.errors import RunError
-from deepdistill.core.policy import PolicyRun, load_teacher
+from deepdistill.student.policy import PolicyRun, load_teacher
 from deepdistill.core.rollout import make_evaluator
 from deepdistill.core.rundir import check_writable_dir, read_json, resolve_run_config, write_json_atomic
 from deepdistill.core.runner import Stage, run_stage
 from deepdistill.core.errors import ConfigError
 from deepdistill.teacher.config import TeacherConfig
-from deepdistill.teacher.envs import make_env
+from deepdistill.envs import make_env
 
 # Flags that may differ from the saved config when resuming (the budget and logging, not the recipe).
 RESUME_OVERRIDABLE = ("steps", "progress", "max_to_keep")
@@ -133,12 +133,7 @@ class DistillStage(Stage):
 
 
 def _student_from_config(cfg: DistillConfig, teacher: PolicyRun) -> PolicyNetworks:
-    options = {"activation": cfg.activation} if cfg.arch == "mlp" else {}
-    try:
-        return make_student(cfg.arch, teacher.nets, cfg.depth, cfg.width, cfg.actor_depth, cfg.critic_depth,
-                            cfg.actor_width, cfg.critic_width, **options)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    return build_student(cfg.arch, Interface.of(teacher.nets), cfg.size())
 
 
 def check_student(student: PolicyNetworks, teacher: PolicyRun, cfg: DistillConfig) -> None:

@@ -21,9 +21,9 @@ from deepdistill.distill.config import DistillConfig
 from deepdistill.core import replay as rb
 from deepdistill.core.epoch import DataParallel, collect, make_epoch, replay_capacity
 from deepdistill.core.errors import ConfigError
-from deepdistill.teacher.envs import GoalEnv
+from deepdistill.envs import GoalEnv
 from deepdistill.student.interface import PolicyNetworks
-from deepdistill.teacher.networks import sample_tanh_gaussian
+from deepdistill.core.heads import sample_tanh_gaussian
 
 
 @flax.struct.dataclass

@@ -18,10 +18,10 @@ import numpy as np
 
 from deepdistill.evaluate import viewer as V
 from deepdistill.evaluate.metrics import action_agreement, linear_cka, pearson
-from deepdistill.core.policy import PolicyRun
-from deepdistill.student.interface import networks_from_dict
-from deepdistill.teacher.envs import GoalEnv, make_env
-from deepdistill.teacher.losses import pairwise_energy
+from deepdistill.student.policy import PolicyRun
+from deepdistill.student.interface import ArchitectureError, networks_from_dict
+from deepdistill.envs import GoalEnv, make_env
+from deepdistill.core.heads import pairwise_energy
 from deepdistill.core.rollout import host_rollout, make_evaluator, make_host_evaluator, rollout, split_key
 
 
@@ -200,7 +200,7 @@ def exported_from(meta: dict, students: Sequence[PolicyRun], entries: list[dict]
     recorded = arch.get("networks") or arch.get("crl_networks")  # crl_networks: files written before 0.2
     try:
         networks = networks_from_dict(recorded) if recorded else None  # fields added since take their defaults
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ArchitectureError):  # not one of these students: no match
         return None
     by_name = {e["name"]: e for e in entries}
     for s in students:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from deepdistill.teacher.envs import GoalEnv
+from deepdistill.envs import GoalEnv
 from deepdistill.core.rollout import _flatten, make_host_evaluator, split_key
 
 SIM2SIM_STEPS = 10

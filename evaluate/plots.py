@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from deepdistill.teacher.envs import make_env  # noqa: E402
+from deepdistill.envs import make_env  # noqa: E402
 
 COLORS = {"teacher": "#d62728", "student": "#1f77b4", "onnx": "#2ca02c", "native": "#9467bd"}
 

@@ -18,7 +18,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
 
 def _evaluate(cfg: EvaluateConfig) -> dict:
-    from deepdistill.core.policy import check_compatible, load_policy_run, load_teacher
+    from deepdistill.student.policy import check_compatible, load_policy_run, load_teacher
     from deepdistill.evaluate.compare import compare
     from deepdistill.evaluate.report import write_report
     from deepdistill.export.runtime import OnnxPolicy

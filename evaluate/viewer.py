@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from deepdistill.core.rollout import host_rollout
-from deepdistill.teacher.envs import GoalEnv
+from deepdistill.envs import GoalEnv
 
 # act(state [1, S], goal [1, G]) -> action [1, A], on the host
 HostPolicy = Callable[[np.ndarray, np.ndarray], Any]
@@ -32,7 +32,7 @@ GOAL_HALF_HEIGHT = 0.002
 def is_brax_task(env: GoalEnv) -> bool:
     """Whether ``env`` runs on Brax / MJX physics (and so has bodies for the viewer to draw)."""
     try:
-        from deepdistill.teacher.envs.brax_tasks import BraxGoalEnv
+        from deepdistill.envs.brax_tasks import BraxGoalEnv
     except ImportError:
         return False
     return isinstance(env, BraxGoalEnv)

@@ -7,7 +7,7 @@ import dataclasses
 
 import tyro
 
-from deepdistill.core.policy import check_compatible
+from deepdistill.student.policy import check_compatible
 from deepdistill.evaluate.compare import compare
 from deepdistill.evaluate.report import table
 from deepdistill.student import load_student

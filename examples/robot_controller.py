@@ -37,7 +37,7 @@ class SimulatedRobot:
     def __init__(self, task: str, split: str, seed: int):
         import jax
 
-        from deepdistill.teacher.envs import make_env
+        from deepdistill.envs import make_env
 
         self.env, self.split, self.key = make_env(task), split, jax.random.PRNGKey(seed)
         self._reset = jax.jit(lambda k: self.env.reset_split(k, split))

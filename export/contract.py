@@ -12,7 +12,7 @@ brax's spring pipeline) the record says plainly that there is no native recipe, 
 ``task_xml``              file name of the MJCF beside the ONNX file (``task.xml``)
 ``task_xml_sha256``       sha256 of its bytes (a controller refuses another file)
 ``mujoco_version``        the MuJoCo that compiled it at export
-``observation_recipe``    ordered entries, see :mod:`deepdistill.export.recipe`
+``observation_recipe``    ordered entries, see :mod:`deepdistill.envs.recipe`
 ``observation_timing``    when the entries are read (after ``mj_forward`` of the state after an action)
 ``actuator_names``        ``ctrl`` order, as named in task.xml
 ``ctrl_range``            ``[[low, high], ...]`` per actuator (MuJoCo clamps ``ctrl`` into it)
@@ -20,7 +20,7 @@ brax's spring pipeline) the record says plainly that there is no native recipe, 
 ``timestep``              MuJoCo's ``opt.timestep`` (s), as in task.xml
 ``n_frames``              ``mj_step`` calls per action
 ``control_dt``            ``timestep * n_frames`` (s)
-``episode``               start and goal distributions per split, see :func:`deepdistill.export.recipe.sample_episode`
+``episode``               start and goal distributions per split, see :func:`deepdistill.envs.recipe.sample_episode`
 ========================  ==========================================================================
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from deepdistill.export.recipe import OBSERVATION_TIMING, actuator_names
+from deepdistill.envs.recipe import OBSERVATION_TIMING, actuator_names
 
 TASK_XML = "task.xml"
 

@@ -30,7 +30,7 @@ import onnx
 
 from deepdistill.export import graph
 from deepdistill.export.compat import jax2onnx_converter
-from deepdistill.teacher.envs import EnvSpec
+from deepdistill.envs import EnvSpec
 from deepdistill.student.interface import PolicyNetworks
 
 

@@ -31,7 +31,7 @@ import mujoco
 import numpy as np
 
 from deepdistill.export.contract import sha256
-from deepdistill.export.recipe import ActionMap, Recipe, RecipeError, sample_episode
+from deepdistill.envs.recipe import ActionMap, Recipe, RecipeError, sample_episode
 from deepdistill.export.runtime import OnnxPolicy, PolicyError
 
 __all__ = ["ControllerError", "MujocoController"]

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from deepdistill.core.errors import ConfigError, RunError
 from deepdistill.export.convert import ModelDef
 from deepdistill.export.runtime import session_options
-from deepdistill.teacher.envs import EnvSpec, make_env
+from deepdistill.envs import EnvSpec, make_env
 
 SINGLE_SAMPLE_CHECKS = 8  # samples also run at batch 1 (another kernel path in onnxruntime)
 

@@ -25,7 +25,7 @@ from deepdistill.export.convert import ModelDef, model_defs, to_onnx_model
 from deepdistill.export.parity import check_parity, parity_inputs
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.errors import ConfigError, UserError
-from deepdistill.core.policy import PolicyRun, load_policy_run
+from deepdistill.student.policy import PolicyRun, load_policy_run
 from deepdistill.core.rundir import check_run, check_writable_dir, exclusive, write_temp
 
 MAX_FILE_BYTES = 2**31 - 1  # protobuf's limit for one file
@@ -110,7 +110,7 @@ def export_policy(run: PolicyRun, out: Path, cfg: ExportConfig, log: Callable[[s
 def run_metadata(run: PolicyRun) -> tuple[dict[str, Any], bytes | None]:
     """The fields every model of ``run`` shares (see :mod:`deepdistill.export.metadata`), and the task's
     MJCF for ``task.xml`` (None when the task has no native MuJoCo recipe)."""
-    from deepdistill.teacher.envs import make_env
+    from deepdistill.envs import make_env
 
     spec = run.spec
     teacher = run.info.get("teacher") if run.kind == "student" else None

@@ -5,22 +5,38 @@ small embedded controllers) and ``nnx`` (any flax.nnx Module a user passes from 
 """
 
 from deepdistill.student.interface import (
+    ArchitectureError,
+    Interface,
+    Network,
+    NetworksBase,
     PolicyNetworks,
+    Size,
     architectures,
+    build_student,
+    get_architecture,
     make_student,
     networks_from_dict,
     register_architecture,
+    register_class,
 )
 
 __all__ = [
+    "ArchitectureError",
+    "Interface",
     "MLPNetworks",
     "NNXNetworks",
+    "Network",
+    "NetworksBase",
     "PolicyNetworks",
+    "Size",
     "architectures",
+    "build_student",
+    "get_architecture",
     "load_student",
     "make_student",
     "networks_from_dict",
     "register_architecture",
+    "register_class",
 ]
 
 
@@ -38,6 +54,6 @@ def __getattr__(name):  # the implementations import JAX and flax: load them on 
 
 def load_student(run_dir, step=None):
     """Load a student from a ``distill`` run directory (newest checkpoint unless ``step``)."""
-    from deepdistill.core.policy import load_policy_run
+    from deepdistill.student.policy import load_policy_run
 
     return load_policy_run(run_dir, "student", "--student", step)

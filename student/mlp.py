@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deepdistill.student.interface import NetworksBase, Params, register_architecture
-from deepdistill.teacher.networks import KERNEL_INIT, gaussian_head
+from deepdistill.student.interface import Interface, NetworksBase, Params, Size, register_class
+from deepdistill.core.heads import KERNEL_INIT, gaussian_head
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"swish": nn.swish, "relu": nn.relu, "tanh": jnp.tanh}
 
@@ -73,6 +73,18 @@ class MLPNetworks(NetworksBase):
     activation: str = "swish"
     encoders: bool = True
 
+    @classmethod
+    def build(cls, interface: Interface, size: Size) -> "MLPNetworks":
+        """``distill --arch mlp``: depth counts the hidden layers after the first (>= 0)."""
+        sizes = size.sizes()
+        for name in ("actor_depth", "critic_depth"):
+            if sizes[name] < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (got {sizes[name]})")
+        if size.activation not in ACTIVATIONS:
+            raise ValueError(f"--activation {size.activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}")
+        return cls(interface.state_size, interface.goal_size, interface.action_size, repr_dim=interface.repr_dim,
+                   activation=size.activation, **sizes)
+
     @property
     def has_encoders(self) -> bool:
         return self.encoders
@@ -122,4 +134,4 @@ class MLPNetworks(NetworksBase):
         return (lambda goal: self.goal_encoder.apply(params, goal)), False
 
 
-register_architecture(MLPNetworks.arch, MLPNetworks.from_dict)
+register_class(MLPNetworks, description="a plain MLP without LayerNorm (Gemm + activation only)")

@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deepdistill.student.interface import NetworksBase, Params, register_architecture
-from deepdistill.teacher.networks import gaussian_head
+from deepdistill.student.interface import NetworksBase, Params, register_class
+from deepdistill.core.heads import gaussian_head
 
 
 def _import(path: str) -> type:
@@ -153,4 +153,4 @@ class NNXNetworks(NetworksBase):
         return (lambda goal: module.apply(params, goal)), False
 
 
-register_architecture(NNXNetworks.arch, NNXNetworks.from_dict)
+register_class(NNXNetworks, description="a flax.nnx Module passed from Python (distill(cfg, student=...))")

@@ -1,10 +1,10 @@
 """Deep contrastive-RL teachers: environments, residual networks, CRL losses, training, checkpoints."""
 
 from deepdistill.core.errors import RunError
-from deepdistill.core.policy import PolicyRun, load_policy_run, load_teacher
+from deepdistill.student.policy import PolicyRun, load_policy_run, load_teacher
 from deepdistill.teacher.config import ConfigError, TeacherConfig
-from deepdistill.teacher.envs import EnvSpec, GoalEnv, list_envs, make_env
-from deepdistill.teacher.networks import CRLNetworks, ResidualMLP
+from deepdistill.envs import EnvSpec, GoalEnv, list_envs, make_env
+from deepdistill.student.residual import CRLNetworks, ResidualMLP
 
 __all__ = [
     "CRLNetworks",

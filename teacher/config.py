@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 from deepdistill.core.distributed import DistributedConfig
 from deepdistill.core.errors import ConfigError
 from deepdistill.core.validation import check_numbers
-from deepdistill.teacher.networks import validate_block_options, validate_depth
+from deepdistill.student.residual import validate_block_options, validate_depth
 
 __all__ = ["ConfigError", "TeacherConfig"]
 
@@ -21,7 +21,7 @@ class TeacherConfig(DistributedConfig):
     CPU (see BENCHMARKS.md); the paper's GPU settings are width 256, batch 256-512, 512 envs."""
 
     env: str = "point_maze"
-    """Task name (see `deepdistill.teacher.envs.list_envs()`)."""
+    """Task name (see `deepdistill.envs.list_envs()`)."""
     out: str = "runs/teacher"
     """Run directory: config, metrics.jsonl and Orbax checkpoints are written here."""
     resume: bool = False

@@ -10,31 +10,10 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from deepdistill.teacher.networks import CRLNetworks, Params, sample_tanh_gaussian
+from deepdistill.core.heads import Energy, pair_energy, pairwise_energy, sample_tanh_gaussian
+from deepdistill.student.residual import CRLNetworks, Params
 
-Energy = Literal["l2", "dot"]
 InfoNCE = Literal["forward", "backward", "symmetric"]
-
-
-def safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:
-    """Euclidean norm with a finite gradient at 0 (the reference code had none)."""
-    sq = jnp.sum(x * x, axis=axis)
-    pos = sq > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
-
-
-def pairwise_energy(phi: jax.Array, psi: jax.Array, energy: Energy = "l2") -> jax.Array:
-    """Logit matrix ``[B, B]``: ``L[i, j] = -||phi_i - psi_j||`` (``l2``) or ``phi_i . psi_j`` (``dot``)."""
-    if energy == "dot":
-        return phi @ psi.T
-    return -safe_norm(phi[:, None, :] - psi[None, :, :])
-
-
-def pair_energy(phi: jax.Array, psi: jax.Array, energy: Energy = "l2") -> jax.Array:
-    """Row-wise energy ``[B]`` of matched pairs (the critic's Q value)."""
-    if energy == "dot":
-        return jnp.sum(phi * psi, axis=-1)
-    return -safe_norm(phi - psi)
 
 
 def infonce(logits: jax.Array, kind: InfoNCE = "forward", logsumexp_penalty: float = 0.1) -> tuple[jax.Array, dict]:

@@ -159,7 +159,7 @@ def estimate_hours(cfg: TeacherConfig, device_kind: str) -> str:
 def dry_run(cfg: TeacherConfig) -> str:
     """The resolved config, the compiled epoch's device memory and the estimated hours, as text.
     Nothing is trained and no run directory is created; raises ``ConfigError`` when it cannot fit."""
-    from deepdistill.teacher.envs import make_env
+    from deepdistill.envs import make_env
     from deepdistill.teacher.train import Trainer
 
     cfg.validate()

@@ -13,7 +13,7 @@ from deepdistill.core.rollout import make_evaluator
 from deepdistill.core.rundir import check_writable_dir, read_json, resolve_run_config
 from deepdistill.core.runner import Stage, run_stage
 from deepdistill.teacher.config import TeacherConfig
-from deepdistill.teacher.envs import EnvSpec, make_env
+from deepdistill.envs import EnvSpec, make_env
 from deepdistill.teacher.plan import check_device_memory
 from deepdistill.teacher.train import Trainer, TrainState
 from deepdistill.teacher.xla_flags import apply_xla_gpu_flags

@@ -20,8 +20,9 @@ from deepdistill.core import replay as rb
 from deepdistill.core.epoch import DataParallel, collect, make_epoch, replay_capacity
 from deepdistill.teacher import losses
 from deepdistill.teacher.config import TeacherConfig
-from deepdistill.teacher.envs import GoalEnv
-from deepdistill.teacher.networks import CRLNetworks, sample_tanh_gaussian
+from deepdistill.envs import GoalEnv
+from deepdistill.core.heads import sample_tanh_gaussian
+from deepdistill.student.residual import CRLNetworks
 
 
 @flax.struct.dataclass

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepdistill.teacher.envs import list_envs, make_env
-from deepdistill.teacher.envs.brax_tasks import ARM_STEP, BACKEND, FINGER_OPEN, HUMANOID_GOAL_Z
+from deepdistill.envs import list_envs, make_env
+from deepdistill.envs.brax_tasks import ARM_STEP, BACKEND, FINGER_OPEN, HUMANOID_GOAL_Z
 
 TASKS = sorted(BACKEND)
 MAZE_TASKS = [n for n in TASKS if "maze" in n]
@@ -148,11 +148,11 @@ def test_registry_lists_every_brax_task_with_its_backend():
 def test_commands_stay_free_of_mujocos_warp_notice():
     """Importing the Brax tasks prints nothing (mujoco's MJX says "Failed to import warp" without
     NVIDIA Warp); the filter drops only that notice."""
-    code = "from deepdistill.teacher.envs import make_env; make_env('ant'); print('ok')"
+    code = "from deepdistill.envs import make_env; make_env('ant'); print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "ok\n"
     assert "brax system" not in out.stderr.lower()
-    from deepdistill.teacher.envs.base import _without_warp_notice
+    from deepdistill.envs.base import _without_warp_notice
 
     with contextlib.redirect_stdout(io.StringIO()) as buf:
         with _without_warp_notice():

@@ -13,10 +13,10 @@ import pytest
 from deepdistill.distill.cli import main as cli_main
 from deepdistill.core.errors import ConfigError
 from deepdistill.distill.config import DistillConfig
-from deepdistill.core.policy import check_compatible
+from deepdistill.student.policy import check_compatible
 from deepdistill.distill.run import distill
 from deepdistill.student import load_student
-from deepdistill.core.policy import load_teacher
+from deepdistill.student.policy import load_teacher
 from deepdistill.teacher.config import TeacherConfig
 from deepdistill.teacher.run import train_teacher
 
@@ -158,7 +158,9 @@ def test_a_broken_newest_teacher_step_is_skipped_and_said(teacher_run, tmp_path,
         (["--action-mse", "0", "--repr", "0", "--relational", "0"], "all loss weights are zero"),
         (["--data", "bogus"], "--data 'bogus' is unknown; choose one of: teacher, dagger"),
         (["--depth", "3"], "--depth=3 is not a multiple of 4"),
-        (["--arch", "cnn"], "--arch 'cnn' is unknown; choose one of: residual, mlp"),
+        (["--arch", "cnn"], "--arch 'cnn' is not a registered architecture; choose one of: mlp, nnx, residual, or give your own"),
+        (["--arch", "no_such_module:Nets"], "--arch 'no_such_module:Nets': module 'no_such_module' cannot be imported; install it or put its folder on PYTHONPATH"),
+        (["--arch", "json:dumps"], "--arch 'json:dumps' is not a networks class"),
         (["--arch", "mlp", "--activation", "gelu"], "--activation 'gelu' is unknown"),
     ],
 )
@@ -191,7 +193,7 @@ def test_teacher_replay_buffer_as_extra_data(teacher_run, tmp_path):
     from deepdistill.distill.run import load_teacher_replay
     from deepdistill.distill.train import Distiller
     from deepdistill.student import make_student
-    from deepdistill.teacher.envs import make_env
+    from deepdistill.envs import make_env
 
     teacher = load_teacher(teacher_run)
     replay = load_teacher_replay(teacher)
@@ -215,8 +217,8 @@ def test_two_devices_match_one_device():
         from deepdistill.distill.config import DistillConfig
         from deepdistill.distill.train import Distiller
         from deepdistill.student import make_student
-        from deepdistill.teacher.envs import make_env
-        from deepdistill.teacher.networks import CRLNetworks
+        from deepdistill.envs import make_env
+        from deepdistill.student.residual import CRLNetworks
         assert len(jax.devices()) == 2
         env = make_env("point_arena", training=True)
         s = env.spec

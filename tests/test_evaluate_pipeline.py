@@ -13,7 +13,7 @@ import pytest
 
 from deepdistill.evaluate.compare import compare
 from deepdistill.pipeline import PipelineConfig, run_pipeline
-from deepdistill.core.policy import load_policy_run, load_teacher
+from deepdistill.student.policy import load_policy_run, load_teacher
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,10 @@ from deepdistill.export.parity import session as parity_session
 from deepdistill.export.runtime import OnnxModel, OnnxPolicy, PolicyFileError
 from deepdistill.export.writer import export_run
 from deepdistill.core.checkpoint import Checkpointer
-from deepdistill.core.policy import load_policy_run
+from deepdistill.student.policy import load_policy_run
 from deepdistill.core.rundir import write_json_atomic, write_run_info
-from deepdistill.teacher.envs import make_env
-from deepdistill.teacher.networks import CRLNetworks
+from deepdistill.envs import make_env
+from deepdistill.student.residual import CRLNetworks
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = 100

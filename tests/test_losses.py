@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from deepdistill.core import heads
 from deepdistill.teacher import losses
-from deepdistill.teacher.networks import sample_tanh_gaussian, tanh_gaussian_log_prob
+from deepdistill.core.heads import sample_tanh_gaussian, tanh_gaussian_log_prob
 
 PHI = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], np.float32)
 PSI = np.array([[0.0, 1.0], [1.0, 1.0], [3.0, 0.0]], np.float32)
@@ -19,8 +20,8 @@ def hand_logits():
 
 
 def test_pairwise_l2_energy_matches_hand_distances():
-    np.testing.assert_allclose(losses.pairwise_energy(PHI, PSI, "l2"), hand_logits(), rtol=1e-6)
-    np.testing.assert_allclose(losses.pairwise_energy(PHI, PSI, "dot"), PHI @ PSI.T, rtol=1e-6)
+    np.testing.assert_allclose(heads.pairwise_energy(PHI, PSI, "l2"), hand_logits(), rtol=1e-6)
+    np.testing.assert_allclose(heads.pairwise_energy(PHI, PSI, "dot"), PHI @ PSI.T, rtol=1e-6)
 
 
 def test_forward_infonce_by_hand():
@@ -44,9 +45,9 @@ def test_backward_and_symmetric_infonce_by_hand():
 
 
 def test_safe_norm_has_finite_gradient_at_zero():
-    g = jax.grad(lambda x: losses.safe_norm(x))(jnp.zeros(3))
+    g = jax.grad(lambda x: heads.safe_norm(x))(jnp.zeros(3))
     assert np.all(np.isfinite(g)) and np.all(g == 0)
-    g = jax.grad(lambda x: losses.safe_norm(x))(jnp.array([3.0, 4.0]))
+    g = jax.grad(lambda x: heads.safe_norm(x))(jnp.array([3.0, 4.0]))
     np.testing.assert_allclose(g, [0.6, 0.8], rtol=1e-6)
 
 

@@ -26,8 +26,8 @@ from deepdistill.evaluate.native import native_controller, sim2sim
 from deepdistill.export import metadata
 from deepdistill.export.contract import TASK_XML, controller_metadata
 from deepdistill.export.mujoco_controller import ControllerError, MujocoController
-from deepdistill.teacher.envs import make_env
-from deepdistill.teacher.envs.brax_tasks import BACKEND
+from deepdistill.envs import make_env
+from deepdistill.envs.brax_tasks import BACKEND
 
 MJX_TASKS = sorted(n for n, b in BACKEND.items() if b == "mjx")
 FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -114,7 +114,7 @@ def test_export_writes_task_xml_and_the_controller_metadata(tmp_path):
     from deepdistill.export.writer import export_run
     from deepdistill.core.checkpoint import Checkpointer
     from deepdistill.core.rundir import write_json_atomic, write_run_info
-    from deepdistill.teacher.networks import CRLNetworks
+    from deepdistill.student.residual import CRLNetworks
 
     env = env_of("reacher")
     s = env.spec

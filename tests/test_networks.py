@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepdistill.teacher.networks import CRLNetworks, ResidualMLP
+from deepdistill.student.residual import CRLNetworks, ResidualMLP
 
 
 def count(params):
@@ -148,7 +148,7 @@ def test_bfloat16_matmuls_stay_within_bf16_rounding_of_float32(remat):
 
 
 def test_bfloat16_product_is_a_float32_accumulation_of_bf16_inputs():
-    from deepdistill.teacher.networks import dense
+    from deepdistill.student.residual import dense
 
     x = jnp.array([[1.0 + 2**-10, 3.0]])  # 1 + 2^-10 is not representable in bf16: rounds to 1
     k = jnp.array([[1.0], [1.0]])

@@ -7,7 +7,7 @@ import pytest
 from deepdistill.distill.config import DistillConfig
 from deepdistill.pipeline import PRESETS, PipelineConfig, _stage_overrides
 from deepdistill.teacher.config import TeacherConfig
-from deepdistill.teacher.envs import make_env
+from deepdistill.envs import make_env
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

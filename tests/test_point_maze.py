@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deepdistill.core.errors import ConfigError
-from deepdistill.teacher.envs import list_envs, make_env
+from deepdistill.envs import list_envs, make_env
 
 ENV = make_env("point_maze")
 

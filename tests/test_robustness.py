@@ -448,5 +448,5 @@ def test_pipeline_refuses_another_seed_or_preset_unless_restarted(tmp_path, caps
         main(["pipeline", "--preset", "smoke", "--out", str(out), "--seed", "3", "--restart"])
     assert e.value.args == (3, False)  # started again from scratch with the new seed
     assert not (out / "teacher").exists()
-    assert read_json(out / "pipeline.json") == {"stages": {}, "preset": "smoke", "seed": 3, "teacher_env_steps": None,
-                                                "distill_steps": None}
+    assert read_json(out / "pipeline.json") == {"stages": {}, "preset": "smoke", "seed": 3, "arch": "residual",
+                                                "teacher_env_steps": None, "distill_steps": None}

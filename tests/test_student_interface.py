@@ -15,14 +15,14 @@ import pytest
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.cli import run_cli
 from deepdistill.core.errors import ConfigError, UserError
-from deepdistill.core.policy import load_policy_run
+from deepdistill.student.policy import load_policy_run
 from deepdistill.core.rundir import write_json_atomic, write_run_info
 from deepdistill.export.config import ExportConfig
 from deepdistill.export.runtime import OnnxPolicy
 from deepdistill.export.writer import export_run
 from deepdistill.student import MLPNetworks, NNXNetworks, PolicyNetworks, architectures, make_student, networks_from_dict
-from deepdistill.teacher.envs import make_env
-from deepdistill.teacher.networks import CRLNetworks
+from deepdistill.envs import make_env
+from deepdistill.student.residual import CRLNetworks
 
 NNX_MODULE = textwrap.dedent(
     """

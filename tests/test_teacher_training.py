@@ -11,9 +11,9 @@ import time
 import jax
 import numpy as np
 
-from deepdistill.core.policy import load_teacher
+from deepdistill.student.policy import load_teacher
 from deepdistill.teacher.config import TeacherConfig
-from deepdistill.teacher.envs import make_env
+from deepdistill.envs import make_env
 from deepdistill.teacher.run import train_teacher
 from deepdistill.teacher.train import Trainer
 
@@ -106,7 +106,7 @@ def test_two_devices_match_one_device():
         """
         import os, jax, numpy as np
         from deepdistill.teacher.config import TeacherConfig
-        from deepdistill.teacher.envs import make_env
+        from deepdistill.envs import make_env
         from deepdistill.teacher.train import Trainer
         assert len(jax.devices()) == 2
         cfg = TeacherConfig(env="point_arena", depth=4, width=32, repr_dim=16, num_envs=32, unroll_length=25,

@@ -15,10 +15,10 @@ from brax import math as brax_math
 from deepdistill.evaluate import viewer as V
 from deepdistill.evaluate.compare import host_act
 from deepdistill.evaluate.report import write_report
-from deepdistill.core.policy import PolicyRun
-from deepdistill.teacher.envs import make_env
-from deepdistill.teacher.envs.brax_tasks import ReacherGoal
-from deepdistill.teacher.networks import CRLNetworks
+from deepdistill.student.policy import PolicyRun
+from deepdistill.envs import make_env
+from deepdistill.envs.brax_tasks import ReacherGoal
+from deepdistill.student.residual import CRLNetworks
 from deepdistill.core.rollout import split_key
 
 T, EPISODES, SEED = 12, 4, 7

@@ -42,19 +42,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepdistill.student.interface import NetworksBase, register_architecture
+from deepdistill.core.heads import KERNEL_INIT, gaussian_head
+from deepdistill.student.interface import Interface, NetworksBase, Size, register_class
 
 Params = dict[str, Any]
 
 LAYERS_PER_BLOCK = 4
 LN_EPSILON = 1e-6
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 MATMUL_DTYPES = ("float32", "bfloat16")
 
 # One unbound flax LayerNorm, applied with explicit parameters: jax2onnx recognises it and emits a
 # single ONNX LayerNormalization node.
 _LAYER_NORM = nn.LayerNorm(epsilon=LN_EPSILON)
-KERNEL_INIT = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 # What a block keeps for its backward pass (without ``remat``): its matmul outputs only.
 _SAVE_MATMULS = jax.checkpoint_policies.dots_saveable
 
@@ -209,6 +208,16 @@ class CRLNetworks(NetworksBase):
     full_unroll_max_depth: int = 0
     matmul_dtype: str = "float32"
 
+    @classmethod
+    def build(cls, interface: Interface, size: Size) -> "CRLNetworks":
+        """``distill --arch residual``: depths are Dense layers inside blocks of 4 (0 = no block)."""
+        for name, v in (("depth", size.depth), ("actor_depth", size.actor_depth), ("critic_depth", size.critic_depth)):
+            if v is not None:
+                validate_depth(v, "--" + name.replace("_", "-"))
+        if size.activation != "swish":
+            raise ValueError(f"--activation {size.activation!r}: the residual MLP always uses swish (mlp students choose)")
+        return cls(interface.state_size, interface.goal_size, interface.action_size, repr_dim=interface.repr_dim, **size.sizes())
+
     def _mlp(self, in_dim: int, out_dim: int, width: int, depth: int) -> ResidualMLP:
         return ResidualMLP(in_dim, out_dim, width, depth, self.remat, self.block_unroll, self.full_unroll_max_depth,
                            self.matmul_dtype)
@@ -269,25 +278,6 @@ class CRLNetworks(NetworksBase):
         return jnp.tanh(self.policy(params, state, goal, unroll)[0])
 
 
-def gaussian_head(out: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Actor output ``[B, 2A]`` -> ``mean [B, A]``, ``log_std [B, A]`` (squashed into [LOG_STD_MIN, LOG_STD_MAX])."""
-    mean, raw = jnp.split(out, 2, axis=-1)
-    return mean, LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
-
-
-def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Sample ``a = tanh(u)``, ``u ~ N(mean, exp(log_std))``; return ``(a [B, A], log p(a) [B])``."""
-    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-    return jnp.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
-
-
-def tanh_gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
-    """log-density of ``tanh(u)`` given the pre-tanh sample ``u`` (stable change of variables)."""
-    gauss = -0.5 * ((u - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
-    log_det = 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))  # log(1 - tanh(u)^2)
-    return jnp.sum(gauss - log_det, axis=-1)
-
-
 def export_forward(mlp: ResidualMLP, params: Params, x: jax.Array, loop: bool) -> jax.Array:
     """``mlp.apply`` for the ONNX export, parameters given as numpy constants. Unrolled: the
     network's own code. Looped: the same layers, with the stacked block parameters cut per layer
@@ -308,4 +298,4 @@ def export_forward(mlp: ResidualMLP, params: Params, x: jax.Array, loop: bool) -
     return h @ params["output"]["kernel"] + params["output"]["bias"]
 
 
-register_architecture(CRLNetworks.arch, CRLNetworks.from_dict)
+register_class(CRLNetworks, description="the residual MLP of RL1000 (Dense -> LayerNorm -> swish blocks); the teacher's")

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepdistill.teacher.envs.base import EnvSpec, GoalEnv
+from deepdistill.envs import register
+from deepdistill.envs.base import EnvSpec, GoalEnv
 
 U_MAZE = (
     "#####",
@@ -141,3 +142,15 @@ class PointMaze(GoalEnv):
     def _physics_step(self, pipeline_state, action):
         xy = self.move(pipeline_state, action)
         return xy, xy
+
+
+register(
+    "point_maze",
+    lambda training, **kw: PointMaze(U_MAZE, "point_maze", resample_goal_on_success=training, **kw),
+    "2D point mass in a U maze (pure JAX, CPU-fast); eval splits: random, hard",
+)
+register(
+    "point_arena",
+    lambda training, **kw: PointMaze(OPEN_ARENA, "point_arena", hard_arms=None, resample_goal_on_success=training, **kw),
+    "2D point mass in an open 3x3 arena (smoke tests)",
+)

@@ -14,7 +14,7 @@ import dataclasses
 import io
 import json
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -71,12 +71,36 @@ class EnvSpec:
         return json.dumps(self.to_dict(), indent=2)
 
 
+class ResetResult(NamedTuple):
+    """What :meth:`GoalEnv._reset` returns, in this order (a plain tuple in this order works too)."""
+
+    pipeline_state: Any
+    """The simulator's state (a brax/MJX pipeline state, or any pytree of arrays for a pure-JAX task)."""
+    state: jax.Array
+    """The robot state ``[S]`` the policy observes (``spec.state_size`` entries)."""
+    goal: jax.Array
+    """The goal ``[G]``, in the space of ``state[spec.goal_indices]``."""
+
+
 class GoalEnv(Env):
     """Base class of the goal-conditioned tasks.
 
-    Subclasses implement ``_reset(rng, split)`` returning ``(state, goal, pipeline_state)`` and
-    ``_physics_step(pipeline_state, action)`` returning ``(pipeline_state, state)``. The base class
-    builds observations, distances, the success flag and goal bookkeeping identically for all.
+    A subclass sets ``self.spec`` (an :class:`EnvSpec`) in ``__init__`` and implements:
+
+    * ``_reset(rng, split) -> ResetResult(pipeline_state, state [S], goal [G])``: a new episode of
+      ``split`` (``"train"`` or one of ``spec.eval_splits``) with its start and goal. Note the order:
+      the simulator state first, then the robot state, then the goal. The first reset checks the
+      shapes against ``spec`` and refuses a wrong order in one line.
+    * ``_physics_step(pipeline_state, action [A]) -> (pipeline_state, state [S])``: one control step
+      with an action already clipped into ``[spec.action_low, spec.action_high]``.
+    * ``_sample_goal(rng) -> goal [G]``: a new training goal, drawn when the current one is reached.
+      Only called when ``resample_goal_on_success`` is true (``make_env(..., training=True)`` for tasks
+      that set it); a task that never resamples may leave it unimplemented.
+
+    Everything else (observations ``concat(state, goal)``, distances, the success flag, the step
+    counter and goal bookkeeping) the base class builds identically for every task. A task class
+    outside the package is used with ``--env my_module:MyTask``; it is constructed as
+    ``MyTask(training=..., episode_length=...)`` (``episode_length`` only when given).
     """
 
     spec: EnvSpec
@@ -103,8 +127,22 @@ class GoalEnv(Env):
         if split != "train" and split not in self.spec.eval_splits:
             raise ValueError(f"unknown split {split!r}; this task has {('train',) + self.spec.eval_splits}")
         rng, key = jax.random.split(rng)
-        pipeline_state, robot, goal = self._reset(key, split)
+        pipeline_state, robot, goal = self._check_reset(self._reset(key, split))
         return self._make_state(pipeline_state, robot, goal, rng, jnp.zeros((), jnp.int32))
+
+    def _check_reset(self, result: Any) -> tuple[Any, jax.Array, jax.Array]:
+        """``_reset``'s result, its shapes checked against the spec (at trace time: no run-time cost)."""
+        name = f"{type(self).__name__}._reset"
+        if not isinstance(result, tuple) or len(result) != 3:
+            raise TypeError(f"{name} must return (pipeline_state, state [S], goal [G]); got {type(result).__name__}")
+        _, robot, goal = result
+        for what, x, size in (("state", robot, self.spec.state_size), ("goal", goal, self.spec.goal_size)):
+            shape = getattr(x, "shape", None)
+            if shape is None or tuple(shape) != (size,):
+                got = f"shape {tuple(shape)}" if shape is not None else type(x).__name__
+                raise TypeError(f"{name} returned a {what} of {got}, expected ({size},) from spec.{what}_size: "
+                                f"return (pipeline_state, state, goal) in this order (envs/base.py, ResetResult)")
+        return result
 
     def step(self, state: State, action: jax.Array) -> State:
         action = jnp.clip(action, self.spec.action_low, self.spec.action_high)

@@ -1,7 +1,7 @@
 """The controller contract of a MuJoCo task: how observations are read from MuJoCo state, how an
 action becomes ``ctrl``, and how episodes start. numpy only (no JAX, no mujoco import).
 
-One declaration per task (written next to the task in ``teacher/envs/brax_tasks.py``) serves both
+One declaration per task (written next to the task in ``envs/brax_tasks.py``) serves both
 sides, so they cannot drift:
 
 - the JAX env builds its observation with :meth:`CompiledRecipe.read` on an ``mjx.Data``, with

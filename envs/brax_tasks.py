@@ -9,7 +9,7 @@ Tasks (registered at the bottom of this module):
 - ``ant``: brax's ant; the goal is a point on a circle of radius 10 around the start; goal = torso
   (x, y). State 29 = qpos (15: torso x y z, quaternion, 8 joints) + qvel (14), as in the paper.
 - ``ant_u4_maze``, ``ant_u5_maze``, ``ant_big_maze``, ``ant_hardest_maze``: the ant in a maze of
-  wall boxes added to its MJCF from a layout grid (:mod:`deepdistill.teacher.envs.mazes`, cell size
+  wall boxes added to its MJCF from a layout grid (:mod:`deepdistill.envs.mazes`, cell size
   4). Goals are drawn uniformly over the layout's goal cells, then jittered uniformly within
   +-``goal_jitter`` (default a quarter cell) of the cell centre; the ``far`` evaluation split keeps
   only the far goal cells. Differences from the reference: the torso sphere collides with the
@@ -40,7 +40,7 @@ Tasks (registered at the bottom of this module):
   reference code. Our gripper passes through the floor and bin walls (only the cube collides with
   them); the hand, fingers and cube are simple boxes.
 - Every MJX task declares its controller contract next to it (``_declare``: the observation recipe
-  and the action map of :mod:`deepdistill.export.recipe`, and ``episode_distribution``): the env
+  and the action map of :mod:`deepdistill.envs.recipe`, and ``episode_distribution``): the env
   builds its observations and controls from that declaration, and the exporter writes it, with the
   task's MJCF (``physics.xml``), for a native MuJoCo controller. After every action the observation
   is read from the propagated new state (kinematics and com quantities of the new ``qpos, qvel``),
@@ -79,10 +79,10 @@ from brax.positional import pipeline as positional_pipeline
 from brax.spring import pipeline as spring_pipeline
 from mujoco import mjx
 
-from deepdistill.export.recipe import ActionMap, CompiledRecipe, Recipe
-from deepdistill.teacher.envs import register
-from deepdistill.teacher.envs.base import EnvSpec, GoalEnv
-from deepdistill.teacher.envs.mazes import LAYOUTS, Maze, max_geom_pairs, parse, touchable_wall_cells, wall_geoms_xml
+from deepdistill.envs.recipe import ActionMap, CompiledRecipe, Recipe
+from deepdistill.envs import register
+from deepdistill.envs.base import EnvSpec, GoalEnv
+from deepdistill.envs.mazes import LAYOUTS, Maze, max_geom_pairs, parse, touchable_wall_cells, wall_geoms_xml
 
 # brax's mjcf loader warns on every load that its own pipelines are not maintained; we choose the
 # pipeline per task by measurement (MJX for most), so the notice only adds noise to every command.
@@ -290,7 +290,7 @@ class BraxGoalEnv(GoalEnv):
     """A :class:`GoalEnv` whose dynamics are a :class:`Physics`.
 
     On MJX a task declares its controller contract (:meth:`_declare`): the observation recipe and the
-    action map (:mod:`deepdistill.export.recipe`), which this class uses to build every observation
+    action map (:mod:`deepdistill.envs.recipe`), which this class uses to build every observation
     and control, and which the exporter writes into the ONNX metadata for a native controller. Tasks
     on brax's own pipelines (``recipe = None``) build their state in ``_robot_state``."""
 
@@ -312,7 +312,7 @@ class BraxGoalEnv(GoalEnv):
         return self.recipe is not None
 
     def episode_distribution(self) -> dict[str, Any]:
-        """How episodes start, for a native controller (:func:`deepdistill.export.recipe.sample_episode`):
+        """How episodes start, for a native controller (:func:`deepdistill.envs.recipe.sample_episode`):
         the same distribution as ``reset_split``, written as data."""
         raise NotImplementedError(f"{self.spec.name} has no native MuJoCo episode record")
 
@@ -389,7 +389,7 @@ class _Locomotion(BraxGoalEnv):
             self.far_cells = jnp.asarray(maze.far_cells, jnp.int32)
 
     def _goal_record(self, split: str, z: Optional[float] = None) -> dict[str, Any]:
-        """The goal distribution of ``split`` as data (see :func:`deepdistill.export.recipe.sample_goal`)."""
+        """The goal distribution of ``split`` as data (see :func:`deepdistill.envs.recipe.sample_goal`)."""
         if self.maze is None:
             return {"kind": "ring", "center": np.asarray(self.start_xy).tolist(), "r_min": self.goal_distance[0],
                     "r_max": self.goal_distance[1], "z": z}

@@ -17,7 +17,7 @@ from deepdistill.core.rundir import check_run, read_json
 
 if TYPE_CHECKING:
     from deepdistill.student.interface import PolicyNetworks
-    from deepdistill.teacher.envs import EnvSpec
+    from deepdistill.envs import EnvSpec
 
 # --- loading a trained policy (teacher or student) ---------------------------------------------------
 
@@ -46,8 +46,8 @@ class PolicyRun:
 
 def load_policy_run(run_dir: str | os.PathLike, kind: str, flag: str = "--run", step: Optional[int] = None) -> PolicyRun:
     """Load the networks of a ``kind`` run (``teacher`` or ``student``); refuses anything else clearly."""
-    from deepdistill.teacher.envs import EnvSpec
-    from deepdistill.student.interface import networks_from_dict
+    from deepdistill.envs import EnvSpec
+    from deepdistill.student.interface import ArchitectureError, networks_from_dict
 
     run_dir = check_run(run_dir, kind, flag)
     if not (run_dir / "networks.json").is_file():
@@ -58,6 +58,8 @@ def load_policy_run(run_dir: str | os.PathLike, kind: str, flag: str = "--run", 
         nets = networks_from_dict(read_json(run_dir / "networks.json"))
         config = read_json(run_dir / "config.json")
         info = read_json(run_dir / "run.json")
+    except ArchitectureError as e:  # its architecture's module does not import here
+        raise RunError(f"{flag} {run_dir}: {e}") from None
     except (TypeError, KeyError, json.JSONDecodeError) as e:
         raise RunError(f"{flag} {run_dir}: its JSON files are unreadable or of another version ({e})") from None
     if (nets.state_size, nets.goal_size, nets.action_size) != (spec.state_size, spec.goal_size, spec.action_size):
