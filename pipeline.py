@@ -221,14 +221,40 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class EnvsConfig:
-    """List the registered tasks (name, physics, observation sizes)."""
+    """List the registered tasks (name, physics, observation sizes), or one task's observation terms."""
+
+    obs: Optional[str] = None
+    """A task (registered name or module:Class): list its observation terms (name, state entries, size,
+    units, meaning), what `distill --student-obs` and `--obs-noise TERM=SIGMA` take."""
 
 
-def list_envs_main(_: EnvsConfig = EnvsConfig()) -> None:
+def list_envs_main(cfg: EnvsConfig = EnvsConfig()) -> None:
     from deepdistill.envs import list_envs
 
+    if cfg.obs is not None:
+        print(describe_terms(cfg.obs))
+        return
     for name, desc in list_envs().items():
         print(f"{name:22s} {desc}")
+
+
+def describe_terms(task: str) -> str:
+    """The observation terms of ``task`` as a table, then the goal."""
+    from deepdistill.envs import make_env
+
+    try:
+        env = make_env(task)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("--env", "--obs", 1)) from None
+    spec, terms = env.spec, env.observation_terms()
+    rows = [("term", "state", "size", "units", "meaning")]
+    rows += [(t.name, f"[{t.start}:{t.stop}]", str(t.size), t.units, t.meaning) for t in terms]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+    goal_terms = sorted({t.name for t in terms for i in spec.goal_indices if t.start <= i < t.stop})
+    lines += ["", f"{spec.name}: state {spec.state_size} entries in {len(terms)} term{'s' if len(terms) > 1 else ''}; goal {spec.goal_size} entries "
+                  f"= state{list(spec.goal_indices)} (from {', '.join(goal_terms)}), a separate input of every policy"]
+    return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ import dataclasses
 import io
 import json
 import sys
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,8 @@ def _without_warp_notice():
 
 with _without_warp_notice():
     from brax.envs.base import Env, State  # imports mujoco.mjx
+
+from deepdistill.envs.observation import ObsTerm, check_terms, default_terms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +99,10 @@ class GoalEnv(Env):
       Only called when ``resample_goal_on_success`` is true (``make_env(..., training=True)`` for tasks
       that set it); a task that never resamples may leave it unimplemented.
 
+    A task names the parts of its state in ``obs_terms`` (:class:`deepdistill.envs.observation.ObsTerm`,
+    e.g. built with ``declare_terms``): what ``deepdistill envs --obs`` lists and ``distill --student-obs``
+    picks from. A task that names none has one term, ``state``.
+
     Everything else (observations ``concat(state, goal)``, distances, the success flag, the step
     counter and goal bookkeeping) the base class builds identically for every task. A task class
     outside the package is used with ``--env my_module:MyTask``; it is constructed as
@@ -104,6 +110,11 @@ class GoalEnv(Env):
     """
 
     spec: EnvSpec
+    obs_terms: Optional[tuple[ObsTerm, ...]] = None
+
+    def observation_terms(self) -> tuple[ObsTerm, ...]:
+        """The named terms of the robot state, in state order (checked to cover it exactly)."""
+        return check_terms(self.obs_terms or default_terms(self.spec.state_size), self.spec.state_size, self.spec.name)
 
     # --- brax Env interface ------------------------------------------------------------------
     @property

@@ -82,6 +82,7 @@ from mujoco import mjx
 from deepdistill.envs.recipe import ActionMap, CompiledRecipe, Recipe
 from deepdistill.envs import register
 from deepdistill.envs.base import EnvSpec, GoalEnv
+from deepdistill.envs.observation import ObsTerm, declare_terms
 from deepdistill.envs.mazes import LAYOUTS, Maze, max_geom_pairs, parse, touchable_wall_cells, wall_geoms_xml
 
 # brax's mjcf loader warns on every load that its own pipelines are not maintained; we choose the
@@ -306,6 +307,12 @@ class BraxGoalEnv(GoalEnv):
         self._observe = recipe.compile(mj)
         self.physics.observe_with(recipe)
 
+    def observation_terms(self) -> tuple[ObsTerm, ...]:
+        """The task's declared terms, else one per recipe entry, else the whole state."""
+        if self.obs_terms is None and self._observe is not None:
+            self.obs_terms = self._observe.terms()
+        return super().observation_terms()
+
     @property
     def native(self) -> bool:
         """Whether native MuJoCo can run this task from its recipe and XML."""
@@ -376,6 +383,18 @@ def _noisy_q(rng: jax.Array, init_q: jax.Array, scale: float, skip_quat: bool = 
 # --- ant and humanoid ----------------------------------------------------------------------------
 
 
+def _free_body_terms(root: str, joints: int, joint_meaning: str) -> tuple[ObsTerm, ...]:
+    """qpos, then qvel, of a robot on a free joint: root position and orientation, joint angles, velocities."""
+    return declare_terms(
+        ("root_pos", 3, "m (world frame)", f"{root} x, y, z (the goal entries come from here)"),
+        ("root_quat", 4, "unitless (unit quaternion w, x, y, z)", f"{root} orientation"),
+        ("joint_angles", joints, "rad", joint_meaning),
+        ("root_vel", 3, "m/s (world frame)", f"{root} linear velocity"),
+        ("root_angvel", 3, "rad/s (body frame)", f"{root} angular velocity"),
+        ("joint_vel", joints, "rad/s", "the joint angles' velocities"),
+    )
+
+
 class _Locomotion(BraxGoalEnv):
     """Shared by the ant and the humanoid: a start cell (or the origin) and goal sampling."""
 
@@ -440,6 +459,7 @@ class AntGoal(_Locomotion):
         self._setup_goals(maze, goal_distance, goal_jitter)
         self.reset_noise = float(reset_noise)
         self.init_q = jnp.asarray(sys.init_q).at[:2].set(self.start_xy)
+        self.obs_terms = _free_body_terms("torso", sys.q_size() - 7, "hip and ankle angles of the four legs")
         self.spec = EnvSpec(
             name=name,
             state_size=sys.q_size() + sys.qd_size(),  # 15 + 14
@@ -515,6 +535,15 @@ class HumanoidGoal(_Locomotion):
             )
         self._inertia = inertia
         n_links = len(sys.link_names)
+        self.obs_terms = _free_body_terms("torso", sys.q_size() - 7, "abdomen, hip, knee, shoulder and elbow angles") + (
+            ObsTerm("cinert", sys.q_size() + sys.qd_size(), sys.q_size() + sys.qd_size() + 10 * n_links,
+                    "kg m^2, kg m, kg", f"com-based inertia of the {n_links} bodies (MuJoCo cinert: 6 inertia, 3 "
+                    "mass x offset, mass; 10 each)"),
+            ObsTerm("cvel", sys.q_size() + sys.qd_size() + 10 * n_links, sys.q_size() + sys.qd_size() + 16 * n_links,
+                    "rad/s, m/s", f"com-based velocity of the {n_links} bodies (MuJoCo cvel: angular, then linear; 6 each)"),
+            ObsTerm("qfrc_actuator", sys.q_size() + sys.qd_size() + 16 * n_links,
+                    sys.q_size() + 2 * sys.qd_size() + 16 * n_links, "N m (generalised force)",
+                    "actuator forces on each degree of freedom (nv entries)"))
         self.spec = EnvSpec(
             name=name,
             state_size=sys.q_size() + 2 * sys.qd_size() + 16 * n_links,  # 24 + 23 + 23 + 11 * (10 + 6)
@@ -583,6 +612,11 @@ class ReacherGoal(BraxGoalEnv):
                 {"kind": "body_point", **tip}, {"kind": "body_point_vel", **tip}]),
                 ActionMap.affine(-np.ones(mj.nu), np.ones(mj.nu)))
         self.goal_z = 0.01  # height of the arm's plane (and of the target marker)
+        self.obs_terms = declare_terms(
+            ("cos_qpos", 2, "unitless", "cosine of the two joint angles (shoulder, elbow)"),
+            ("sin_qpos", 2, "unitless", "sine of the two joint angles (shoulder, elbow)"),
+            ("fingertip", 3, "m (world frame)", "fingertip x, y, z (the goal entries)"),
+            ("fingertip_vel", 3, "m/s (world frame)", "fingertip linear velocity"))
         self.spec = EnvSpec(
             name=name, state_size=10, goal_size=3, action_size=sys.act_size(), goal_indices=(4, 5, 6),
             success_threshold=float(success_threshold), episode_length=int(episode_length),
@@ -644,6 +678,11 @@ class PusherGoal(BraxGoalEnv):
         obj = mujoco.mj_name2id(mj, mujoco.mjtObj.mjOBJ_BODY, "object")
         self.object_origin = jnp.asarray(data.xpos[obj, :2], jnp.float32)  # object joints slide from here
         self.object_z = float(data.xipos[obj, 2])  # the object slides in a plane at this height
+        self.obs_terms = declare_terms(
+            ("joint_angles", 7, "rad", "the arm's 7 joint angles"),
+            ("fingertip", 3, "m (world frame)", "the wrist flex link's centre of mass (brax fuses the fingertip into it)"),
+            ("object", 3, "m (world frame)", "the object's centre of mass (the goal entries)"),
+            ("joint_vel", 7, "rad/s", "the arm's 7 joint velocities"))
         self.spec = EnvSpec(
             name=name, state_size=20, goal_size=3, action_size=sys.act_size(), goal_indices=(10, 11, 12),
             success_threshold=float(success_threshold), episode_length=int(episode_length),
@@ -751,6 +790,13 @@ class ArmGoal(BraxGoalEnv):
                  "low": ranges[:, 0].tolist(), "high": ranges[:, 1].tolist()},
                 {"kind": "affine", "action": [3, 3], "ctrl": [3, 4], "scale": [-0.5 * FINGER_OPEN] * 2,
                  "offset": [0.5 * FINGER_OPEN] * 2}], mj.nu))
+        self.obs_terms = declare_terms(
+            ("cube_pos", 3, "m (world frame)", "cube x, y, z (the goal entries)"),
+            ("cube_quat", 4, "unitless (unit quaternion w, x, y, z)", "cube orientation"),
+            ("cube_vel", 3, "m/s (world frame)", "cube linear velocity"),
+            ("hand_pos", 3, "m (world frame)", "gripper x, y, z"),
+            ("hand_vel", 3, "m/s (world frame)", "gripper velocity"),
+            ("finger_opening", 1, "m", "sum of the two fingers' slide positions"))
         self.spec = EnvSpec(
             name=name, state_size=17, goal_size=3, action_size=4, goal_indices=(0, 1, 2),
             success_threshold=float(success_threshold), episode_length=int(episode_length),

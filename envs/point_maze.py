@@ -18,6 +18,7 @@ import numpy as np
 
 from deepdistill.envs import register
 from deepdistill.envs.base import EnvSpec, GoalEnv
+from deepdistill.envs.observation import declare_terms
 
 U_MAZE = (
     "#####",
@@ -84,6 +85,8 @@ class PointMaze(GoalEnv):
             eval_splits=splits,
             backend="jax",
         )
+        self.obs_terms = declare_terms(
+            ("position", 2, f"maze length units (a cell is {self.cell_size:g} wide)", "x, y of the point (the goal entries)"))
 
     # --- geometry ---------------------------------------------------------------------------------
     def _blocked(self, x: jax.Array, y: jax.Array) -> jax.Array:

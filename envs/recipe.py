@@ -32,6 +32,10 @@ Observation entries (``{"kind": ..., ...}``, concatenated in order):
 ``qfrc_actuator``      ``d.qfrc_actuator`` (nv): the actuator forces of the last ``ctrl``
 =====================  =====================================================================
 
+A task without its own ``obs_terms`` gets one observation term per entry (:meth:`CompiledRecipe.terms`),
+named by the entry's optional ``term`` key, else its ``name`` (``_vel`` added for ``body_point_vel``),
+else its kind.
+
 Action maps (``{"kind": ..., ...}``, each writes some ``ctrl`` entries; the action is first clipped
 into the policy's action range):
 
@@ -48,10 +52,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from deepdistill.core.errors import UserError
+from deepdistill.envs.observation import ObsTerm
 
 OBS_KINDS = ("qpos", "qvel", "cos_qpos", "sin_qpos", "qpos_sum", "body_point", "body_point_vel", "cinert", "cvel",
              "qfrc_actuator")
 ACTION_KINDS = ("affine", "qpos_delta")
+TERM_UNITS = {"qpos": "m or rad (joint coordinates)", "qvel": "m/s or rad/s (joint velocities)",
+              "cos_qpos": "unitless (cosine of an angle)", "sin_qpos": "unitless (sine of an angle)",
+              "qpos_sum": "m or rad (sum of joint coordinates)", "body_point": "m (world frame)",
+              "body_point_vel": "m/s (world frame)", "cinert": "kg m^2, kg m, kg (com-based inertia)",
+              "cvel": "rad/s, m/s (com-based velocity)", "qfrc_actuator": "N or N m (generalised force)"}
 OBSERVATION_TIMING = (
     "after the n_frames mj_step calls of an action, call mj_forward (or mj_kinematics, mj_comPos, mj_comVel and the "
     "actuation) on the new qpos, qvel and the same ctrl; then read every entry of observation_recipe from that state"
@@ -157,6 +167,19 @@ class CompiledRecipe:
             out.append(slice(start, start + n))
             start += n
         return out
+
+    def terms(self) -> tuple[ObsTerm, ...]:
+        """One observation term per entry (see the module docstring for the names)."""
+        kinds = [e["kind"] for e in self.recipe.entries]
+        out = []
+        for i, (e, sl) in enumerate(zip(self.recipe.entries, self.slices)):
+            kind = e["kind"]
+            name = e.get("term") or (e["name"] + ("_vel" if kind == "body_point_vel" else "") if e.get("name") else None)
+            name = name or (kind if kinds.count(kind) == 1 else f"{kind}_{i}")
+            labels = self.names[sl]
+            meaning = f"{kind}: {', '.join(labels[:6])}" + (f", ... ({len(labels)} entries)" if len(labels) > 6 else "")
+            out.append(ObsTerm(name, sl.start, sl.stop, e.get("units") or TERM_UNITS[kind], meaning))
+        return tuple(out)
 
     def read(self, d: Any, xp: Any = np) -> Any:
         """The observation ``[size]`` from ``d`` (an ``mjx.Data`` with ``xp=jax.numpy``, or an ``MjData``)."""
