@@ -45,6 +45,11 @@ def write_temp(path: str | os.PathLike, data: bytes | str) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a full disk says nothing of where: name the file being written
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -90,10 +95,15 @@ class MetricsLog:
     def append(self, record: dict) -> None:
         if not is_writer():
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.filename is None:  # a full disk: name the file
+                raise OSError(e.errno, e.strerror, str(self.path)) from None
+            raise
 
     def read(self) -> list[dict]:
         if not self.path.exists():
@@ -130,6 +140,16 @@ def check_writable_dir(path: str | os.PathLike, flag: str) -> Path:
         raise ConfigError(f"{flag} {path}: {existing} is a file, not a directory; choose another {flag}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}: {existing} is not writable by this user; choose another {flag} or fix its permissions")
+    return path
+
+
+def check_writable_file(path: str | os.PathLike, flag: str) -> Path:
+    """Make sure ``path`` can be written as a file (it is not a directory; its folder exists, or can be
+    created, and is writable) before any work; raises a :class:`ConfigError` naming ``flag``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory, not a file; name a file (e.g. {path / 'result.json'})")
+    check_writable_dir(path.parent, flag)
     return path
 
 

@@ -11,13 +11,13 @@ and where episodes start and goals lie (see ``deepdistill.export.mujoco_controll
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Optional
 
 import tyro
 
 from deepdistill.core.cli import run_cli
+from deepdistill.core.errors import ConfigError
+from deepdistill.core.rundir import check_writable_file, write_json_atomic
 from deepdistill.export.mujoco_controller import MujocoController
 
 
@@ -39,7 +39,11 @@ class Args:
 
 
 def main(args: Args) -> None:
-    """Bad input (files, split) raises a UserError: one line on stderr, exit code 2."""
+    """Bad input (files, split, counts) raises a UserError: one line on stderr, exit code 2, before any work."""
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be at least 1 (got {args.episodes})")
+    if args.json:
+        check_writable_file(args.json, "--json")  # before the rollout, so its results are never lost
     ctl = MujocoController(args.policy, args.xml)
     starts = ctl.sample_starts(args.episodes, args.seed, args.split)
     if args.view:
@@ -49,7 +53,7 @@ def main(args: Args) -> None:
           f"{result['episode_length']} steps, final distance {result['final_distance']:.3f} over {result['episodes']} "
           f"{args.split} episodes (native MuJoCo {result['mujoco_version']}, control every {result['control_dt'] * 1e3:.0f} ms)")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_json_atomic(args.json, result)
 
 
 def view(ctl: MujocoController, start) -> None:

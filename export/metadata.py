@@ -32,9 +32,18 @@ another language) can read it without our code. Fields of every model:
 ``weights_sha256``     SHA-256 of the serialized graph (nodes and every initializer, i.e. all the
                        weights): :func:`graph_digest`; the runtime refuses a file whose graph no
                        longer matches it (files written before it existed have none)
+``content_sha256``     SHA-256 of the metadata (every field but this one) and the graph:
+                       :func:`content_digest`; the runtime refuses a file whose metadata or weights
+                       were edited after export (schema-2 files written before it existed have none
+                       and load as before; from schema 3 on it is required)
 =====================  ==========================================================================
 
 Schema 1 files (without the schema-2 fields) still load; they have no native controller.
+
+Every field's type, range and finiteness, and from which schema version on it is required, are
+declared once in :mod:`deepdistill.export.schema` (the controller record down to each recipe
+entry and goal distribution); :func:`decode` checks a file against it at load, and a failure is one
+line naming the field and putting the fault in the file's metadata.
 
 The fields must agree with one another (:func:`check_consistency`): a numeric, ordered action
 range; ``goal_size`` goal indices inside the observation; ``env_spec`` naming ``task`` and repeating
@@ -52,35 +61,24 @@ import math
 from typing import Any, Mapping, Optional
 
 from deepdistill.core.errors import UserError
+from deepdistill.export import schema
 
 SCHEMA_VERSION = 2
 PREFIX = "deepdistill."
-MODEL_KINDS = ("policy", "sa_encoder", "goal_encoder")
-
-REQUIRED = (
-    "schema_version",
-    "model",
-    "task",
-    "env_spec",
-    "observation_size",
-    "goal_size",
-    "action_size",
-    "goal_indices",
-    "action_low",
-    "action_high",
-    "success_threshold",
-    "inputs",
-    "outputs",
-    "architecture",
-    "provenance",
-    "deepdistill_version",
-    "parity",
-)
-REQUIRED_V2 = ("observation_names", "goal_names", "controller")
+MODEL_KINDS = schema.MODEL_KINDS
 
 
 class MetadataError(UserError):
     """A model file lacks our metadata, or carries a version or shape this code cannot use."""
+
+
+def _required(version: int) -> tuple[str, ...]:
+    return tuple(k for k, f in schema.METADATA.items() if f.since == version)
+
+
+REQUIRED = _required(1)  # every file
+REQUIRED_V2 = _required(2)  # from schema 2 on
+CONTENT_DIGEST = "content_sha256"
 
 
 def encode(meta: Mapping[str, Any]) -> dict[str, str]:
@@ -103,22 +101,25 @@ def decode(props: Mapping[str, str], where: str = "model") -> dict[str, Any]:
             f"(export a run with `export-onnx --student runs/<student>`)"
         )
     version = meta.get("schema_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise MetadataError(f"{where}: metadata has no valid schema_version ({version!r})")
     if version > SCHEMA_VERSION:
         raise MetadataError(
             f"{where}: metadata schema {version} is newer than this reader's ({SCHEMA_VERSION}); upgrade deepdistill"
         )
-    missing = [k for k in REQUIRED + (REQUIRED_V2 if version >= 2 else ()) if k not in meta]
-    if missing:
-        raise MetadataError(f"{where}: metadata lacks {', '.join(missing)}; re-export the run with `export-onnx`")
-    if meta["model"] not in MODEL_KINDS:
-        raise MetadataError(f"{where}: unknown model kind {meta['model']!r} (expected one of {MODEL_KINDS})")
-    for k in ("observation_size", "goal_size", "action_size"):
-        if not isinstance(meta[k], int) or meta[k] < 1:
-            raise MetadataError(f"{where}: metadata {k}={meta[k]!r} is not a positive integer")
+    try:
+        schema.check_metadata(meta)
+    except schema.SchemaError as e:
+        raise MetadataError(field_error(where, e.path, e.problem)) from None
     check_consistency(meta, where)
     return meta
+
+
+def field_error(where: str, path: str, problem: str) -> str:
+    """The one-line message of a metadata field that breaks the schema: it names the field and puts the
+    fault in the file's metadata (not in task.xml, nor in the caller's inputs)."""
+    what = f"metadata lacks {path}" if problem == "is missing" else f"metadata field {path} {problem}"
+    return f"{where}: {what}: the fault is in this file's metadata (edited or damaged); re-export the run with `export-onnx`"
 
 
 def _is_number(x: Any) -> bool:
@@ -159,14 +160,32 @@ def check_consistency(meta: Mapping[str, Any], where: str = "model") -> None:
         raise MetadataError(f"{where}: metadata weights_sha256={digest!r} is not a SHA-256 hex digest")
 
 
-def graph_digest(model_bytes: bytes) -> Optional[str]:
-    """SHA-256 of the serialized ``graph`` field of an ONNX ``ModelProto`` (all nodes and weights),
-    read with a minimal protobuf walker so that a controller needs neither onnx nor JAX; ``None``
-    if the bytes are not a well-formed ModelProto with one graph."""
+def graph_bytes(model_bytes: bytes) -> Optional[bytes]:
+    """The serialized ``graph`` field of an ONNX ``ModelProto`` (all nodes and weights), read with a
+    minimal protobuf walker so that a controller needs neither onnx nor JAX; ``None`` if the bytes are
+    not a well-formed ModelProto with one graph."""
     graphs = [value for field, value in _fields(model_bytes) if field == _MODEL_GRAPH_FIELD]
     if len(graphs) != 1 or graphs[0] is None:
         return None
-    return hashlib.sha256(graphs[0]).hexdigest()
+    return graphs[0]
+
+
+def graph_digest(model_bytes: bytes) -> Optional[str]:
+    """SHA-256 of :func:`graph_bytes` (``weights_sha256``); ``None`` for a malformed file."""
+    graph = graph_bytes(model_bytes)
+    return None if graph is None else hashlib.sha256(graph).hexdigest()
+
+
+def content_digest(props: Mapping[str, str], graph: bytes) -> str:
+    """``content_sha256``: SHA-256 over the metadata and the graph. The metadata part is every
+    ``deepdistill.*`` entry of ``metadata_props`` except ``deepdistill.content_sha256``, sorted by key,
+    each as ``key NUL value NUL`` (the stored JSON text, byte for byte, UTF-8); then the serialized graph.
+    Any language can recompute it from the file without parsing the JSON."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in props if k.startswith(PREFIX) and k != PREFIX + CONTENT_DIGEST):
+        h.update(key.encode() + b"\0" + props[key].encode() + b"\0")
+    h.update(graph)
+    return h.hexdigest()
 
 
 _MODEL_GRAPH_FIELD = 7  # onnx.proto: ModelProto.graph

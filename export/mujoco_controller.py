@@ -13,9 +13,13 @@ becomes ``ctrl``, the physics steps per action, and how episodes start and where
 are batched: one policy call per control step for all of them, then ``n_frames`` ``mj_step`` calls per
 episode and ``mj_forward`` before reading the next observation.
 
-Wrong inputs raise :class:`ControllerError` with one line that names the fix: a policy without a
-native recipe (schema 1, or a task that has none), a ``task.xml`` of another task, one whose hash
-differs from the exported one, or one that lacks an actuator the policy drives.
+The contract itself is validated when the policy loads (:mod:`deepdistill.export.schema`, through
+:class:`OnnxPolicy`): a missing or mistyped field is one line naming it and blaming the policy's
+metadata. Wrong inputs raise :class:`ControllerError` with one line that names the fix: a policy
+without a native recipe (schema 1, or a task that has none), a ``task.xml`` of another task, one whose
+hash differs from the exported one, or one that lacks an actuator the policy drives (blamed on the
+metadata instead when ``task.xml`` is the very file exported with it); a state of the wrong length,
+a non-finite action or state, or no episodes.
 
 This module must not import JAX (a test runs it where JAX cannot be imported).
 """
@@ -65,7 +69,12 @@ class MujocoController:
         if not xml_path.is_file():
             raise ControllerError(f"{xml_path}: no such file; export-onnx writes {contract['task_xml']} beside "
                                   f"{self.policy.path.name}: keep them together, or pass the task's MJCF")
-        data = xml_path.read_bytes()
+        try:
+            data = xml_path.read_bytes()
+        except OSError as e:
+            raise ControllerError(f"{xml_path}: cannot be read ({e.strerror or e})") from None
+        digest = sha256(data)
+        exported = digest == contract["task_xml_sha256"]  # the very file exported with the policy?
         try:
             model_name = ET.fromstring(data).get("model")
         except ET.ParseError as e:
@@ -77,33 +86,45 @@ class MujocoController:
             self.model = mujoco.MjModel.from_xml_path(str(xml_path))
         except ValueError as e:
             raise ControllerError(f"{xml_path}: MuJoCo cannot load it ({str(e).strip().splitlines()[0]})") from None
-        for i, name in enumerate(contract["actuator_names"]):
+
+        def mismatch(problem: str) -> ControllerError:
+            """The policy's contract and this MJCF disagree: the fault is task.xml's unless it is the very
+            file exported with the policy (its sha256 matches), in which case the metadata was edited."""
+            if exported:
+                return ControllerError(f"{where}: the policy's metadata does not fit its own task.xml ({problem}): the "
+                                       f"fault is in the policy file's metadata (edited or damaged); re-export the run "
+                                       f"with `export-onnx`")
+            return ControllerError(f"{xml_path}: {problem}; use the task.xml exported with this policy")
+
+        names = contract["actuator_names"]
+        for i, name in enumerate(names):
             j = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_ACTUATOR, name)
             if j != i:
-                raise ControllerError(
-                    f"{xml_path}: " + (f"no actuator {name!r}" if j < 0 else f"actuator {name!r} is number {j}, not {i}")
-                    + f"; the policy drives {contract['actuator_names']} in that order: use the task.xml exported with it")
-        if self.model.nu != len(contract["actuator_names"]):
-            raise ControllerError(f"{xml_path}: {self.model.nu} actuators, the policy drives "
-                                  f"{len(contract['actuator_names'])}: use the task.xml exported with it")
+                raise mismatch((f"no actuator {name!r}" if j < 0 else f"actuator {name!r} is number {j}, not {i}")
+                               + f"; the policy drives {names} in that order")
+        if self.model.nu != len(names):
+            raise mismatch(f"{self.model.nu} actuators, the policy drives {len(names)}")
+        episode = contract["episode"]
+        sizes = {"nq": self.model.nq, "nv": self.model.nv, "nu": self.model.nu}
+        for key, n in sizes.items():
+            if episode[key] != n:
+                raise mismatch(f"the model has {key}={n}, the policy's episode record {key}={episode[key]}")
         try:
             self.observe = Recipe.from_list(contract["observation_recipe"]).compile(self.model)
             self.action_map = ActionMap.from_list(contract["action_to_ctrl"], self.model.nu)
         except RecipeError as e:
-            raise ControllerError(f"{xml_path}: {e}; use the task.xml exported with this policy") from None
+            raise mismatch(str(e)) from None
         if self.observe.size != self.policy.observation_size:
-            raise ControllerError(f"{xml_path}: the recipe reads {self.observe.size} entries, the policy takes "
-                                  f"{self.policy.observation_size}; use the task.xml exported with it")
-        digest = sha256(data)
-        if digest != contract["task_xml_sha256"]:
+            raise mismatch(f"the recipe reads {self.observe.size} entries, the policy takes {self.policy.observation_size}")
+        if not exported:
             raise ControllerError(
                 f"{xml_path}: sha256 {digest[:12]}... differs from the task.xml exported with {where} "
                 f"({contract['task_xml_sha256'][:12]}...); use that file (export-onnx writes it beside the policy)")
         self.n_frames = int(contract["n_frames"])
         self.control_dt = float(contract["control_dt"])
         if not np.isclose(self.model.opt.timestep * self.n_frames, self.control_dt):
-            raise ControllerError(f"{xml_path}: timestep {self.model.opt.timestep} x {self.n_frames} frames is not the "
-                                  f"policy's control_dt {self.control_dt}")
+            raise mismatch(f"timestep {self.model.opt.timestep} x {self.n_frames} frames is not the policy's "
+                           f"control_dt {self.control_dt}")
         spec = meta["env_spec"]
         self.goal_indices = np.asarray(meta["goal_indices"], np.int64)
         self.threshold = float(meta["success_threshold"])
@@ -114,14 +135,16 @@ class MujocoController:
     # --- one batch of episodes -----------------------------------------------------------------------------
     def start(self, qpos: np.ndarray, qvel: np.ndarray, ctrl: np.ndarray) -> tuple[mujoco.MjData, np.ndarray]:
         """A new ``MjData`` at ``qpos, qvel, ctrl`` (propagated) and its observation."""
+        arrays = {name: _vector(name, value, n) for name, value, n in
+                  (("qpos", qpos, self.model.nq), ("qvel", qvel, self.model.nv), ("ctrl", ctrl, self.model.nu))}
         d = mujoco.MjData(self.model)
-        d.qpos[:], d.qvel[:], d.ctrl[:] = qpos, qvel, ctrl
+        d.qpos[:], d.qvel[:], d.ctrl[:] = arrays["qpos"], arrays["qvel"], arrays["ctrl"]
         mujoco.mj_forward(self.model, d)
         return d, self.observe.read(d)
 
     def step(self, d: mujoco.MjData, action: np.ndarray) -> np.ndarray:
         """Apply one action (``n_frames`` physics steps); returns the next observation."""
-        a = np.clip(np.asarray(action, np.float64), self.action_low, self.action_high)
+        a = np.clip(_vector("action", action, self.policy.action_size), self.action_low, self.action_high)
         d.ctrl[:] = self.action_map.ctrl(a, d.qpos)
         for _ in range(self.n_frames):
             mujoco.mj_step(self.model, d)
@@ -130,6 +153,8 @@ class MujocoController:
 
     def sample_starts(self, episodes: int, seed: int = 0, split: str = "random") -> list[tuple[np.ndarray, ...]]:
         """``episodes`` starts ``(qpos, qvel, ctrl, goal)`` drawn from the metadata's episode record."""
+        if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
+            raise ControllerError(f"episodes={episodes!r}: run at least one episode (a positive integer)")
         if split not in self.splits:
             raise ControllerError(f"split {split!r}: this task has {', '.join(self.splits)}")
         rng = np.random.default_rng(seed)
@@ -141,6 +166,8 @@ class MujocoController:
         Returns ``observations [T+1, N, S]``, ``goals [N, G]``, ``actions [T, N, A]``, ``distance [T, N]``
         and ``success [T, N]`` (within the success threshold after each step)."""
         steps = self.episode_length if steps is None else int(steps)
+        if not starts:
+            raise ControllerError("no starts: run at least one episode")
         datas, obs = zip(*(self.start(q, v, c) for q, v, c, _ in starts))
         datas, obs = list(datas), np.stack(obs)
         goals = np.stack([np.asarray(g, np.float32) for *_, g in starts])
@@ -174,3 +201,17 @@ class MujocoController:
             "control_dt": self.control_dt,
             "mujoco_version": mujoco.__version__,
         }
+
+
+def _vector(name: str, value: Any, size: int) -> np.ndarray:
+    """``value`` as a finite float64 vector of ``size`` entries, or a :class:`ControllerError` naming it."""
+    try:
+        a = np.asarray(value, np.float64)
+    except (TypeError, ValueError) as e:
+        raise ControllerError(f"{name} is not an array of numbers ({e})") from None
+    if a.shape != (size,):
+        raise ControllerError(f"{name} has shape {a.shape}; this model needs ({size},)")
+    if not np.isfinite(a).all():
+        i = int(np.argwhere(~np.isfinite(a))[0, 0])
+        raise ControllerError(f"{name}[{i}] is {a[i]}: the controller writes only finite values into MuJoCo")
+    return a

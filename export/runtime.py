@@ -11,15 +11,18 @@
 ``observation`` is the robot state, i.e. the first ``policy.observation_size`` entries of the task's
 observation (``policy.split(env_obs)`` cuts one). Inputs may be float32, float64 or integers (cast
 to float32); anything else, a wrong shape, or a NaN/inf raises :class:`PolicyInputError`. A missing
-or corrupted file, an ONNX file without our metadata, metadata whose fields disagree, or weights that
-no longer match the digest in the metadata raise :class:`PolicyFileError`. Both are
-``ValueError`` subclasses of :class:`PolicyError`.
+or corrupted file, an ONNX file without our metadata, metadata that breaks the declared schema
+(:mod:`deepdistill.export.schema`: every field's type, range and finiteness, the controller contract
+included) or whose fields disagree, and weights or metadata that no longer match the digests written
+at export (``weights_sha256``, ``content_sha256``) raise :class:`PolicyFileError`, in one line naming
+the field. Both are ``ValueError`` subclasses of :class:`PolicyError`.
 
 This module must not import JAX (a test runs it where JAX cannot be imported).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -31,7 +34,7 @@ import onnxruntime as ort
 
 from deepdistill.core.errors import UserError
 from deepdistill.export.compat import bound_runner
-from deepdistill.export.metadata import MetadataError, decode, graph_digest, input_sizes
+from deepdistill.export.metadata import CONTENT_DIGEST, MetadataError, content_digest, decode, graph_bytes, input_sizes
 
 __all__ = ["OnnxModel", "OnnxPolicy", "PolicyError", "PolicyFileError", "PolicyInputError", "default_providers"]
 
@@ -105,13 +108,11 @@ class OnnxModel:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise PolicyFileError(f"{path}: not a loadable ONNX model ({reason[:300]})") from None
         try:
-            self.metadata: dict[str, Any] = decode(self.session.get_modelmeta().custom_metadata_map, str(path))
+            props = self.session.get_modelmeta().custom_metadata_map
+            self.metadata: dict[str, Any] = decode(props, str(path))
         except MetadataError as e:
             raise PolicyFileError(str(e)) from None
-        want = self.metadata.get("weights_sha256")
-        if want is not None and graph_digest(data) != want:
-            raise PolicyFileError(f"{path}: the graph's weights do not match the digest in its metadata "
-                                  f"(weights_sha256): the file is damaged or was edited; re-export the run")
+        self._check_digests(data, props)
         if model is not None and self.metadata["model"] != model:
             raise PolicyFileError(f"{path}: holds a {self.metadata['model']} model, not a {model}")
         try:
@@ -188,6 +189,19 @@ class OnnxModel:
             if spec["name"] == name:
                 return spec.get("description", name)
         return name
+
+    def _check_digests(self, data: bytes, props: dict[str, str]) -> None:
+        """The graph must match ``weights_sha256``, and metadata and graph together ``content_sha256``."""
+        graph = graph_bytes(data)
+        want = self.metadata.get("weights_sha256")
+        if want is not None and (graph is None or hashlib.sha256(graph).hexdigest() != want):
+            raise PolicyFileError(f"{self.path}: the graph's weights do not match the digest in its metadata "
+                                  f"(weights_sha256): the file is damaged or was edited; re-export the run")
+        want = self.metadata.get(CONTENT_DIGEST)
+        if want is not None and (graph is None or content_digest(props, graph) != want):
+            raise PolicyFileError(f"{self.path}: its metadata no longer matches the digest written at export "
+                                  f"({CONTENT_DIGEST}): a field was edited after export or the file is damaged; "
+                                  f"re-export the run")
 
     def _check_graph(self) -> None:
         """The graph's inputs and output must be the ones the metadata describes."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -161,13 +162,18 @@ def model_metadata(d: ModelDef, run: PolicyRun) -> dict[str, Any]:
 
 
 def attach_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
-    """Replace ``model``'s ``deepdistill.*`` metadata with ``meta`` plus the digest of its graph
-    (``weights_sha256``, see :func:`metadata.graph_digest`); set producer and doc string."""
-    meta = {**meta, "weights_sha256": hashlib.sha256(model.graph.SerializeToString()).hexdigest()}
+    """Replace ``model``'s ``deepdistill.*`` metadata with ``meta`` plus the digests of its graph
+    (``weights_sha256``, :func:`metadata.graph_digest`) and of its metadata and graph together
+    (``content_sha256``, :func:`metadata.content_digest`); set producer and doc string."""
+    graph = model.graph.SerializeToString()
+    meta = {k: v for k, v in meta.items() if k != metadata.CONTENT_DIGEST}
+    meta["weights_sha256"] = hashlib.sha256(graph).hexdigest()
+    props = metadata.encode(meta)
+    props[metadata.PREFIX + metadata.CONTENT_DIGEST] = json.dumps(metadata.content_digest(props, graph))
     keep = [p for p in model.metadata_props if not p.key.startswith(metadata.PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
-    onnx.helper.set_model_props(model, metadata.encode(meta))
+    onnx.helper.set_model_props(model, props)
     model.producer_name = "deepdistill"
     model.producer_version = __version__
     model.doc_string = (

@@ -200,7 +200,8 @@ def test_bad_inputs_get_one_line_naming_the_fix(tmp_path):
     refused("sha256 .* differs from the task.xml exported with .*; use that file", xml=edited)
     renamed = tmp_path / "renamed.xml"
     renamed.write_text(xml.replace('joint="joint1" name="joint1"', 'joint="joint1" name="elbow"'))
-    refused("no actuator 'joint1'; the policy drives \\['joint0', 'joint1'\\] in that order: use the task.xml exported with it",
+    refused("renamed.xml: no actuator 'joint1'; the policy drives \\['joint0', 'joint1'\\] in that order; use the task.xml "
+            "exported with this policy",
             xml=renamed)
     ant_xml = tmp_path / "ant.xml"
     ant_xml.write_bytes(controller_metadata(env_of("ant"))[2])

@@ -175,7 +175,7 @@ def test_schema_1_files_still_load_and_schema_2_needs_the_controller_fields(tmp_
 
 
 def test_malformed_metadata_and_unknown_providers(tmp_path):
-    with pytest.raises(PolicyFileError, match="metadata inputs/outputs are malformed"):
+    with pytest.raises(PolicyFileError, match="metadata lacks inputs\\[0\\].name: the fault is in this file's metadata"):
         OnnxPolicy(write(tmp_path, toy_model(metadata.encode(meta(inputs=[{"shape": ["B", 3]}])))))
     swapped = meta(inputs=[{"name": "goal", "shape": ["B", G]}, {"name": "observation", "shape": ["B", S]}])
     with pytest.raises(PolicyFileError, match="a policy takes observation \\[B, 3\\] and goal \\[B, 2\\]"):
@@ -269,8 +269,8 @@ def test_garbled_weights_are_refused(tmp_path):
 @pytest.mark.parametrize(
     "over,needle",
     [
-        (dict(action_low="low"), "is not two finite numbers"),
-        (dict(action_high=float("nan")), "not valid JSON|not two finite numbers"),
+        (dict(action_low="low"), "metadata field action_low is 'low', expected a finite number"),
+        (dict(action_high=float("nan")), "metadata field action_high is nan, expected a finite number"),
         (dict(action_low=1.0, action_high=-1.0), "is empty"),
         (dict(goal_indices=[0, 7]), "goal_indices=\\[0, 7\\] must be 2 \\(goal_size\\) indices"),
         (dict(goal_indices=[0]), "must be 2 \\(goal_size\\) indices"),
@@ -278,7 +278,7 @@ def test_garbled_weights_are_refused(tmp_path):
         (dict(env_spec={"name": "toy", "action_low": -2.0}), "action_low=-1.0 disagrees with env_spec.action_low=-2.0"),
         (dict(env_spec={"name": "toy", "goal_indices": [1, 2]}), "disagrees with env_spec.goal_indices"),
         (dict(env_spec={"name": "toy", "state_size": 9}), "observation_size=3 disagrees with env_spec.state_size=9"),
-        (dict(weights_sha256="abc"), "is not a SHA-256 hex digest"),
+        (dict(weights_sha256="abc"), "metadata field weights_sha256 is 'abc', not of the expected form"),
     ],
 )
 def test_metadata_fields_must_agree(tmp_path, over, needle):
