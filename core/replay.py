@@ -54,9 +54,12 @@ def truncated_geometric(u: jax.Array, gamma: float, max_k: jax.Array) -> jax.Arr
 
 
 def sample(
-    replay: Replay, key: jax.Array, batch_size: int, episode_length: int, gamma: float, goal_indices: tuple[int, ...]
+    replay: Replay, key: jax.Array, batch_size: int, episode_length: int, gamma: float, goal_indices: tuple[int, ...],
+    ahead: int = 0,
 ) -> dict[str, jax.Array]:
-    """A batch of ``(state [B, S], action [B, A], future_goal [B, G])``.
+    """A batch of ``(state [B, S], action [B, A], future_goal [B, G])``; with ``ahead > 0`` also
+    ``ahead_state [B, S]``: the row ``ahead`` steps later in the same episode (its last stored row
+    where the episode, or what is written of it, ends sooner).
 
     Needs at least two written steps. Steps that end an episode have no future and are shifted back
     by one (the insert granularity is at least 2 steps, so the earlier step is always still stored).
@@ -72,8 +75,11 @@ def sample(
     env = jax.random.randint(k_e, (batch_size,), 0, num_envs)
     row, future_row = t % cap, (t + k) % cap
     future = replay.states[future_row, env]
-    return {
+    out = {
         "state": replay.states[row, env],
         "action": replay.actions[row, env],
         "future_goal": future[:, jnp.asarray(goal_indices)],
     }
+    if ahead:
+        out["ahead_state"] = replay.states[jnp.minimum(t + ahead, episode_end) % cap, env]
+    return out

@@ -8,6 +8,7 @@ from typing import Any, Optional
 from deepdistill.core.distributed import DistributedConfig
 from deepdistill.core.errors import ConfigError
 from deepdistill.core.validation import check_numbers
+from deepdistill.envs.observation import ObservationModel, ObsTerm, parse_noise, parse_terms
 from deepdistill.student.interface import Size as StudentSize
 
 DATA_MODES = ("teacher", "dagger")
@@ -79,6 +80,20 @@ class DistillConfig(DistributedConfig):
     teacher_buffer_fraction: float = 0.0
     """Share of each batch drawn from the teacher's saved replay buffer (0 = not used)."""
 
+    # --- what the student observes (its own DAgger rollouts; the teacher labels from its full state) ---
+    student_obs: Optional[str] = None
+    """Observation terms the student sees, comma-separated (`deepdistill envs --obs TASK` lists a task's
+    terms; default: every term, as the teacher). The goal is always a separate input."""
+    history: int = 1
+    """The student sees its last K observations (frames), oldest first, newest last."""
+    history_actions: bool = False
+    """The student also sees its K previous actions (the ones it commanded)."""
+    obs_noise: tuple[str, ...] = ()
+    """Gaussian sensor noise in each term's own units while training: SIGMA for every term and/or
+    TERM=SIGMA for one (e.g. --obs-noise 0.01 fingertip=0.005). The teacher's labels stay noise-free."""
+    action_delay: int = 0
+    """Control steps between the student's action and its application (a robot's latency)."""
+
     # --- schedule ----------------------------------------------------------------------------------------
     steps: int = 4_000
     """SGD steps."""
@@ -111,11 +126,34 @@ class DistillConfig(DistributedConfig):
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"config has unknown fields {unknown}: is it a student run of another version?")
+        if "obs_noise" in d:
+            d = {**d, "obs_noise": tuple(d["obs_noise"])}
         return cls(**d)
 
     def size(self) -> "StudentSize":
         return StudentSize(self.depth, self.width, self.actor_depth, self.critic_depth, self.actor_width,
                            self.critic_width, self.activation)
+
+    def _noise_parts(self) -> list[tuple[str, float]]:
+        """``(term or "", sigma)`` per --obs-noise entry, the numbers checked (term names need the task)."""
+        out = []
+        for spec in self.obs_noise:
+            for part in (p.strip() for p in spec.split(",") if p.strip()):
+                term, _, value = part.rpartition("=")
+                parse_noise([value], ())  # finite and >= 0, else one line naming --obs-noise
+                out.append((term, float(value)))
+        return out
+
+    def sensors_requested(self) -> bool:
+        """Whether any flag of the student's observation model asks for more than the teacher's view."""
+        return bool(self.student_obs or self.history != 1 or self.history_actions or self.action_delay
+                    or any(v > 0 for _, v in self._noise_parts()))
+
+    def observation_model(self, terms: tuple[ObsTerm, ...], action_size: int) -> ObservationModel:
+        """The student's observation model on a task with these ``terms`` (unknown names refused)."""
+        noise = parse_noise(self.obs_noise, terms)
+        return ObservationModel(parse_terms(self.student_obs, terms), self.history, self.history_actions,
+                                tuple((k, v) for k, v in noise.items() if v), self.action_delay, action_size)
 
     def weights(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in LOSS_WEIGHTS}
@@ -157,3 +195,15 @@ class DistillConfig(DistributedConfig):
             raise ConfigError("--temperature and --lr must be positive")
         if self.unroll_length < 2:
             raise ConfigError("--unroll-length must be at least 2")
+        if self.history < 1:
+            raise ConfigError(f"--history must be at least 1 (got {self.history}; 1 = this step's observation only)")
+        if self.action_delay < 0:
+            raise ConfigError(f"--action-delay must be >= 0 control steps (got {self.action_delay})")
+        self._noise_parts()
+        if self.sensors_requested() and self.data == "teacher":
+            raise ConfigError("--data teacher cannot model what the student senses (--student-obs, --history, "
+                              "--history-actions, --obs-noise, --action-delay): the teacher's rollouts are not the "
+                              "student's; use --data dagger")
+        if self.sensors_requested() and self.teacher_buffer_fraction > 0:
+            raise ConfigError("--teacher-buffer-fraction: the teacher's replay holds no sensor readings for a student "
+                              "with --student-obs/--history/--obs-noise/--action-delay; set it to 0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,6 +22,7 @@ from deepdistill.core.runner import Stage, run_stage
 from deepdistill.core.errors import ConfigError
 from deepdistill.teacher.config import TeacherConfig
 from deepdistill.envs import make_env
+from deepdistill.envs.observation import OBSERVATION_FILE, ObservationModel
 
 # Flags that may differ from the saved config when resuming (the budget and logging, not the recipe).
 RESUME_OVERRIDABLE = ("steps", "progress", "max_to_keep")
@@ -72,13 +74,17 @@ class DistillStage(Stage):
         self.env = make_env(teacher.spec.name, training=True, episode_length=tcfg.get("episode_length"))
         if self.env.spec != teacher.spec:
             raise RunError(f"--teacher {cfg.teacher}: its env spec no longer matches the task {teacher.spec.name!r} of this version")
-        self.student_nets = student if student is not None else _student_from_config(cfg, teacher)
-        check_student(self.student_nets, teacher, cfg)
+        # what the student sees (its terms, history, noise, delay): refused in one line before anything is written
+        self.observation = cfg.observation_model(self.env.observation_terms(), self.env.spec.action_size)
+        self.student_nets = student if student is not None else _student_from_config(cfg, teacher, self.observation)
+        check_student(self.student_nets, teacher, cfg, self.observation)
         t_replay = load_teacher_replay(teacher) if cfg.teacher_buffer_fraction > 0 else None
-        self.distiller = Distiller(cfg, self.env, teacher.nets, self.student_nets, tcfg.get("energy", "l2"), t_replay, devices)
+        self.distiller = Distiller(cfg, self.env, teacher.nets, self.student_nets, tcfg.get("energy", "l2"), t_replay, devices,
+                                   self.observation)
         self.teacher_params = self.distiller.parallel.replicate(teacher.params)  # on every device of every process
         eval_env = make_env(teacher.spec.name, episode_length=tcfg.get("episode_length"))
-        self.evaluate = make_evaluator(eval_env, self.distiller.policy, cfg.num_eval_episodes)
+        # the student under its own sensors (noise and delay included), the teacher as it was trained
+        self.evaluate = make_evaluator(self.distiller.sensor_env(eval_env), self.distiller.policy, cfg.num_eval_episodes)
         self.teacher_eval = make_evaluator(eval_env, lambda p, s, g: teacher.nets.deterministic_action(p["actor"], s, g),
                                            cfg.num_eval_episodes)
         self.total = cfg.steps
@@ -86,7 +92,8 @@ class DistillStage(Stage):
         self.description = f"distill {d['arch']}" + (f" d{d['actor_depth']} w{d['actor_width']}" if "actor_depth" in d else "")
 
     def run_files(self) -> dict[str, Any]:
-        return {"env_spec.json": self.env.spec.to_dict(), "networks.json": self.student_nets.to_dict()}
+        return {"env_spec.json": self.env.spec.to_dict(), "networks.json": self.student_nets.to_dict(),
+                OBSERVATION_FILE: self.observation.to_dict()}
 
     def run_info(self) -> dict[str, Any]:
         return {"env": self.env.spec.name, "params": self.student_nets.num_params(), "teacher": teacher_provenance(self.teacher)}
@@ -132,16 +139,21 @@ class DistillStage(Stage):
         return result
 
 
-def _student_from_config(cfg: DistillConfig, teacher: PolicyRun) -> PolicyNetworks:
-    return build_student(cfg.arch, Interface.of(teacher.nets), cfg.size())
+def _student_from_config(cfg: DistillConfig, teacher: PolicyRun, observation: ObservationModel) -> PolicyNetworks:
+    """The ``--arch`` student built for what it observes: its sensor input as the "state" (the teacher's
+    state when it sees every term without history), the task's goal and action."""
+    t = Interface.of(teacher.nets)
+    return build_student(cfg.arch, dataclasses.replace(t, state_size=observation.input_size), cfg.size())
 
 
-def check_student(student: PolicyNetworks, teacher: PolicyRun, cfg: DistillConfig) -> None:
-    """The student must take the teacher's inputs, and have encoders if a representation loss is on."""
+def check_student(student: PolicyNetworks, teacher: PolicyRun, cfg: DistillConfig, observation: ObservationModel) -> None:
+    """The student must take its sensor input (the teacher's state without sensors), the teacher's goal and
+    action, and have encoders if a representation loss is on."""
     t = teacher.nets
-    if (student.state_size, student.goal_size, student.action_size) != (t.state_size, t.goal_size, t.action_size):
+    want = (observation.input_size, t.goal_size, t.action_size)
+    if (student.state_size, student.goal_size, student.action_size) != want:
         raise ConfigError(f"the student's sizes (state, goal, action) = {(student.state_size, student.goal_size, student.action_size)} "
-                          f"differ from the teacher's {(t.state_size, t.goal_size, t.action_size)}")
+                          f"differ from what it observes and emits {want} (state: its sensor input)")
     if (cfg.repr or cfg.relational) and not student.has_encoders:
         raise ConfigError("this student has no encoders: set --repr 0 and --relational 0 (the action losses still apply)")
     if cfg.action_kl and getattr(student, "mean_only", False):

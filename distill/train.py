@@ -22,6 +22,7 @@ from deepdistill.core import replay as rb
 from deepdistill.core.epoch import DataParallel, collect, make_epoch, replay_capacity
 from deepdistill.core.errors import ConfigError
 from deepdistill.envs import GoalEnv
+from deepdistill.envs.observation import ObservationModel
 from deepdistill.student.interface import PolicyNetworks
 from deepdistill.core.heads import sample_tanh_gaussian
 
@@ -30,7 +31,7 @@ from deepdistill.core.heads import sample_tanh_gaussian
 class DistillState:
     student: Any  # {"actor", "sa_encoder", "goal_encoder"}
     opt: Any
-    replay: rb.Replay  # states hold whole observations [T, E, S + G] (state, then the task's goal)
+    replay: rb.Replay  # whole observations [T, E, S + G], or [T, E, S + I + G] with sensors (envs/sensors.py)
     env_state: Any
     key: jax.Array
     sgd_steps: jax.Array  # int32
@@ -70,6 +71,7 @@ class Distiller:
         energy: str = "l2",
         teacher_replay: Optional[rb.Replay] = None,
         devices=None,
+        observation: Optional[ObservationModel] = None,
     ):
         if env.spec.episode_length % cfg.unroll_length:
             raise ConfigError(f"--unroll-length {cfg.unroll_length} must divide the task's episode length {env.spec.episode_length}")
@@ -77,7 +79,16 @@ class Distiller:
         for name in ("num_envs", "batch_size"):
             if getattr(cfg, name) % self.parallel.size:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be a multiple of the {self.parallel.size} devices")
-        self.cfg, self.env, self.spec = cfg, env, env.spec
+        self.cfg, self.task_env = cfg, env
+        # The student's sensors: its rollouts run in a SensorEnv whose rows hold the true state (the teacher's
+        # input) and the student's input; without sensors both read the task's state.
+        S = env.spec.state_size
+        self.observation = observation
+        self.sensed = observation is not None and not observation.is_identity(S)
+        self.env = self.sensor_env(env)
+        self.spec, self.S, self.Sx = self.env.spec, S, self.env.spec.state_size
+        self.student_in = slice(S, self.Sx) if self.sensed else slice(0, S)
+        self.delay = observation.action_delay if self.sensed else 0
         self.teacher, self.student, self.energy = teacher_nets, student_nets, energy
         self.weights = cfg.weights()
         self.tx = optax.adam(cfg.lr)
@@ -96,6 +107,14 @@ class Distiller:
         _, self.abstract_state, self.init, self.epoch, self.prefill = self.parallel.compile(
             self._init, counted_epoch, self._prefill, num_frozen=1)
 
+    def sensor_env(self, env: GoalEnv):
+        """``env`` as the student senses it (itself when the student sees the teacher's observation)."""
+        if not self.sensed:
+            return env
+        from deepdistill.envs.sensors import SensorEnv
+
+        return SensorEnv(env, self.observation)
+
     # --- state -----------------------------------------------------------------------------------------
     def _init(self, key: jax.Array) -> DistillState:
         k_net, k_env, k_run = jax.random.split(key, 3)
@@ -113,17 +132,18 @@ class Distiller:
     # --- data --------------------------------------------------------------------------------------------
     def _collect(self, ds: DistillState, key: jax.Array, teacher_params) -> DistillState:
         """``unroll_length`` steps with the teacher's stochastic action (teacher-driven), or the
-        beta-mix of teacher and student (DAgger); whole observations go into the replay."""
-        S, E = self.spec.state_size, self.cfg.num_envs
+        beta-mix of teacher and student (DAgger); whole observations go into the replay. The teacher
+        acts on the true state, the student on its own input (its sensors)."""
+        S, E = self.S, self.cfg.num_envs
         beta = beta_at(self.cfg, ds.sgd_steps)
 
         def act(obs, k):
             k_t, k_mix = jax.random.split(k)
-            state, goal = obs[:, :S], obs[:, S:]
+            state, goal = obs[:, :S], obs[:, self.Sx:]
             t_action, _ = sample_tanh_gaussian(k_t, *self.teacher.policy(teacher_params["actor"], state, goal))
             if self.cfg.data == "teacher":
                 return t_action, jnp.full((E,), True).sum()
-            s_action = self.student.deterministic_action(ds.student["actor"], state, goal)
+            s_action = self.student.deterministic_action(ds.student["actor"], obs[:, self.student_in], goal)
             action, mask = mix_actions(k_mix, beta, t_action, s_action)
             return action, mask.sum()
 
@@ -135,30 +155,33 @@ class Distiller:
         return self._collect(ds.replace(key=key), k, teacher_params)
 
     def sample_batch(self, ds: DistillState, key: jax.Array) -> dict[str, jax.Array]:
-        """``state [B, S]``, ``goal [B, G]`` (hindsight future state or the task's goal), ``action [B, A]``."""
-        S, B = self.spec.state_size, self.cfg.batch_size
+        """``state [B, S or I]`` (the student's input), ``teacher_state [B, S]`` (the true state the teacher
+        labels: ``action_delay`` steps later, when the student's action is applied), ``goal [B, G]``
+        (hindsight future state or the task's goal), ``action [B, A]`` (the one commanded)."""
+        S, B = self.S, self.cfg.batch_size
         k_own, k_mix, k_tb = jax.random.split(key, 3)
-        b = rb.sample(ds.replay, k_own, B, self.spec.episode_length, 1.0 - 1e-2, self.spec.goal_indices)
+        b = rb.sample(ds.replay, k_own, B, self.spec.episode_length, 1.0 - 1e-2, self.spec.goal_indices, self.delay)
         use_future = jax.random.uniform(k_mix, (B,)) < self.cfg.future_goal_fraction
         batch = {
-            "state": b["state"][:, :S],
-            "goal": jnp.where(use_future[:, None], b["future_goal"], b["state"][:, S:]),
+            "state": b["state"][:, self.student_in],
+            "teacher_state": (b["ahead_state"] if self.delay else b["state"])[:, :S],
+            "goal": jnp.where(use_future[:, None], b["future_goal"], b["state"][:, self.Sx:]),
             "action": b["action"],
         }
         n_tb = round(self.cfg.teacher_buffer_fraction * B) if self.teacher_replay is not None else 0
-        if n_tb:
+        if n_tb:  # the teacher's own rollouts (refused for students with sensors: no readings of theirs there)
             tb = rb.sample(self.teacher_replay, k_tb, n_tb, self.spec.episode_length, 0.99, self.spec.goal_indices)
-            tb = {"state": tb["state"], "goal": tb["future_goal"], "action": tb["action"]}
+            tb = {"state": tb["state"], "teacher_state": tb["state"], "goal": tb["future_goal"], "action": tb["action"]}
             batch = jax.tree.map(lambda own, t: jnp.concatenate([own[: B - n_tb], t]), batch, tb)
         return batch
 
     # --- learning ---------------------------------------------------------------------------------------
     def teacher_outputs(self, teacher_params, batch) -> dict[str, jax.Array]:
         T = self.teacher
-        mean, log_std = T.policy(teacher_params["actor"], batch["state"], batch["goal"])
+        mean, log_std = T.policy(teacher_params["actor"], batch["teacher_state"], batch["goal"])
         out = {"mean": mean, "log_std": log_std}
         if self.weights["repr"] or self.weights["relational"]:
-            out["phi"] = T.phi(teacher_params["sa_encoder"], batch["state"], batch["action"])
+            out["phi"] = T.phi(teacher_params["sa_encoder"], batch["teacher_state"], batch["action"])
             out["psi"] = T.psi(teacher_params["goal_encoder"], batch["goal"])
         return jax.lax.stop_gradient(out)
 
@@ -190,4 +213,5 @@ class Distiller:
         return ds, metrics
 
     def policy(self, params, state, goal):
-        return self.student.deterministic_action(params["actor"], state, goal)
+        """The student's action on a row of :meth:`sensor_env` (``state [B, S or S + I]``)."""
+        return self.student.deterministic_action(params["actor"], state[:, self.student_in], goal)

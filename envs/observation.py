@@ -91,6 +91,8 @@ def check_terms(terms: Sequence[ObsTerm], state_size: int, where: str = "task") 
 
 # --- the student's observation model --------------------------------------------------------------------
 
+OBSERVATION_FILE = "observation_model.json"
+"""Where a student run records its :class:`ObservationModel` (beside ``networks.json``)."""
 INITIAL_HISTORY = "at the first step of an episode the history holds K copies of the first frame and zero actions"
 DELAY_SEMANTICS = (
     "an action commanded at control step t is applied at step t + action_delay (the first action_delay steps of an "

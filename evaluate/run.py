@@ -27,6 +27,9 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
     students = [load_policy_run(s, "student", "--student") for s in cfg.student]
     for s in students:
         check_compatible(teacher, s)
+        if s.sensed:
+            raise RunError(f"--student {s.run_dir}: a student with its own sensors (observation_model.json) is not "
+                           f"evaluated by this version yet")
     onnx = []
     for d in cfg.onnx:
         policy = OnnxPolicy(str(check_onnx_dir(d)))

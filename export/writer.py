@@ -67,6 +67,9 @@ def _export_locked(cfg: ExportConfig, out: Path, files: tuple[str, ...]) -> dict
 
 def export_policy(run: PolicyRun, out: Path, cfg: ExportConfig, log: Callable[[str], None] = _print) -> dict[str, Any]:
     """Convert, check and write the models of a loaded run (``cfg`` supplies the options)."""
+    if run.sensed:
+        raise UserError(f"{cfg.flag} {run.run_dir}: a student with its own sensors (observation_model.json) needs "
+                        f"metadata schema 3, which this version does not write yet")
     defs = model_defs(run.nets, run.params, run.spec, cfg.max_unrolled_depth, cfg.encoders)
     inputs = parity_inputs(run.spec, cfg.parity_samples, cfg.parity_env_steps, cfg.seed)
     base, task_xml = run_metadata(run)

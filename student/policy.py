@@ -18,6 +18,7 @@ from deepdistill.core.rundir import check_run, read_json
 if TYPE_CHECKING:
     from deepdistill.student.interface import PolicyNetworks
     from deepdistill.envs import EnvSpec
+    from deepdistill.envs.observation import ObservationModel
 
 # --- loading a trained policy (teacher or student) ---------------------------------------------------
 
@@ -35,18 +36,27 @@ class PolicyRun:
     config: dict
     info: dict
     skipped: tuple[str, ...] = ()  # newer steps that could not be used ("step N: reason"), newest first
+    observation: Optional["ObservationModel"] = None
+    """What a student sees (``observation_model.json``); None: the task's state, as the teacher."""
+
+    @property
+    def sensed(self) -> bool:
+        """Whether the policy sees something other than the task's state (terms, history, noise or delay)."""
+        return self.observation is not None and not self.observation.is_identity(self.spec.state_size)
 
     def num_params(self) -> dict[str, int]:
         return self.nets.num_params()
 
     def act(self, state: jax.Array, goal: jax.Array) -> jax.Array:
-        """Deterministic action ``[B, A]`` for ``state [B, S]``, ``goal [B, G]``."""
+        """Deterministic action ``[B, A]`` for ``state [B, S]`` (a student with sensors: its input ``[B, I]``,
+        see :class:`~deepdistill.envs.observation.ObservationModel`), ``goal [B, G]``."""
         return self.nets.deterministic_action(self.params["actor"], state, goal)
 
 
 def load_policy_run(run_dir: str | os.PathLike, kind: str, flag: str = "--run", step: Optional[int] = None) -> PolicyRun:
     """Load the networks of a ``kind`` run (``teacher`` or ``student``); refuses anything else clearly."""
     from deepdistill.envs import EnvSpec
+    from deepdistill.envs.observation import OBSERVATION_FILE, ObservationModel
     from deepdistill.student.interface import ArchitectureError, networks_from_dict
 
     run_dir = check_run(run_dir, kind, flag)
@@ -58,12 +68,15 @@ def load_policy_run(run_dir: str | os.PathLike, kind: str, flag: str = "--run", 
         nets = networks_from_dict(read_json(run_dir / "networks.json"))
         config = read_json(run_dir / "config.json")
         info = read_json(run_dir / "run.json")
+        observed = run_dir / OBSERVATION_FILE
+        observation = ObservationModel.from_dict(read_json(observed)) if observed.is_file() else None
     except ArchitectureError as e:  # its architecture's module does not import here
         raise RunError(f"{flag} {run_dir}: {e}") from None
-    except (TypeError, KeyError, json.JSONDecodeError) as e:
+    except (TypeError, KeyError, ValueError, json.JSONDecodeError) as e:
         raise RunError(f"{flag} {run_dir}: its JSON files are unreadable or of another version ({e})") from None
-    if (nets.state_size, nets.goal_size, nets.action_size) != (spec.state_size, spec.goal_size, spec.action_size):
-        raise RunError(f"{flag} {run_dir}: networks.json does not match env_spec.json (sizes differ)")
+    inputs = observation.input_size if observation is not None else spec.state_size
+    if (nets.state_size, nets.goal_size, nets.action_size) != (inputs, spec.goal_size, spec.action_size):
+        raise RunError(f"{flag} {run_dir}: networks.json does not match env_spec.json and {OBSERVATION_FILE} (sizes differ)")
     try:
         abstract = jax.eval_shape(nets.init, jax.random.PRNGKey(0))
     except (ImportError, AttributeError) as e:  # an nnx student whose module does not import here
@@ -77,7 +90,7 @@ def load_policy_run(run_dir: str | os.PathLike, kind: str, flag: str = "--run", 
     if skipped:
         print(f"warning: {flag} {run_dir}: using step {s}; newer checkpoints are unreadable ("
               + "; ".join(map(str, skipped)) + ")", file=sys.stderr, flush=True)
-    return PolicyRun(kind, run_dir, spec, nets, params, s, config, info, tuple(map(str, skipped)))
+    return PolicyRun(kind, run_dir, spec, nets, params, s, config, info, tuple(map(str, skipped)), observation)
 
 
 def load_teacher(run_dir: str | os.PathLike, step: Optional[int] = None) -> PolicyRun:

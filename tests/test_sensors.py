@@ -83,3 +83,165 @@ def test_model_layout_and_round_trip():
     assert full.is_identity(6) and not m.is_identity(6)
     assert m.seen_by(TERMS).sigmas == (0.1, 0.2, 0.0)
     assert m.with_noise_scale(2.0).sigmas == (0.0, 0.2)
+
+
+# --- the sensors in a rollout (envs/sensors.py) ---------------------------------------------------------------
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from deepdistill.envs.sensors import SensorEnv  # noqa: E402
+
+
+def sensor_rollout(model, actions, key=0, task="point_arena"):
+    """Reset, then one step per row of ``actions [T, A]``; returns the stacked observations [T + 1, ...]."""
+    env = SensorEnv(make_env(task), model)
+    s = jax.jit(lambda k: env.reset_split(k, "random"))(jax.random.PRNGKey(key))
+    step = jax.jit(env.step)
+    obs = [s.obs]
+    for a in actions:
+        s = step(s, jnp.asarray(a, jnp.float32))
+        obs.append(s.obs)
+    return env, np.stack(obs)
+
+
+def point_model(**kw):
+    return ObservationModel(make_env("point_arena").observation_terms(), action_size=2, **kw)
+
+
+def test_history_holds_the_last_frames_newest_last_and_the_commanded_actions():
+    actions = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5], [2.0, -3.0]])  # the last one is clipped
+    env, obs = sensor_rollout(point_model(history=3, history_actions=True), actions)
+    true = obs[:, :2]
+    sensed = obs[:, 2:2 + env.model.input_size]
+    frames, prev = sensed[:, :6].reshape(-1, 3, 2), sensed[:, 6:].reshape(-1, 3, 2)
+    np.testing.assert_array_equal(frames[0], np.tile(true[0], (3, 1)))  # the first frame, 3 times
+    np.testing.assert_array_equal(prev[0], 0.0)
+    for t in range(1, len(obs)):
+        want = [true[max(t - 2 + k, 0)] for k in range(3)]  # oldest first, newest (t) last
+        np.testing.assert_array_equal(frames[t], want)
+        clipped = np.clip(actions, -1, 1)
+        want_a = [clipped[t - 3 + k] if t - 3 + k >= 0 else np.zeros(2) for k in range(3)]
+        np.testing.assert_array_equal(prev[t], want_a)
+    np.testing.assert_array_equal(obs[:, -2:], np.tile(obs[0, -2:], (len(obs), 1)))  # the goal: the last entries
+
+
+def test_action_delay_applies_each_command_n_steps_later():
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (6, 2))
+    _, plain = sensor_rollout(point_model(), actions)
+    _, delayed = sensor_rollout(point_model(action_delay=2), actions)
+    _, zeros_first = sensor_rollout(point_model(), np.concatenate([np.zeros((2, 2)), actions[:4]]))
+    np.testing.assert_allclose(delayed[:, :2], zeros_first[:, :2], atol=1e-6)  # zeros, then the commands, 2 late
+    assert not np.allclose(delayed[:, :2], plain[:, :2])
+
+
+def test_noise_is_gaussian_per_term_and_determined_by_the_seed():
+    actions = np.zeros((200, 2))
+    model = point_model(noise=(("position", 0.05),))
+    _, a = sensor_rollout(model, actions, key=3)
+    _, b = sensor_rollout(model, actions, key=3)
+    _, c = sensor_rollout(model, actions, key=4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[:, 2:4], c[:, 2:4])
+    err = a[:, 2:4] - a[:, :2]  # sensed minus true position (the point stays still)
+    assert abs(err.std() - 0.05) < 0.005 and abs(err.mean()) < 0.01
+    _, clean = sensor_rollout(point_model(), actions, key=3)
+    np.testing.assert_array_equal(clean[:, :2], a[:, :2])  # the true state is untouched by sensor noise
+
+
+# --- distill with sensors ---------------------------------------------------------------------------------------
+
+import json  # noqa: E402
+
+from deepdistill.core.checkpoint import Checkpointer  # noqa: E402
+from deepdistill.core.rundir import write_json_atomic, write_run_info  # noqa: E402
+from deepdistill.distill.cli import main as distill_main  # noqa: E402
+from deepdistill.distill.config import DistillConfig  # noqa: E402
+from deepdistill.distill.run import distill  # noqa: E402
+from deepdistill.student import load_student  # noqa: E402
+from deepdistill.student.residual import CRLNetworks  # noqa: E402
+
+
+def write_random_teacher(run_dir, task="point_arena", episode_length=None, seed=0, width=16):
+    """A teacher run with random parameters (depth 0): enough to test what distillation does with sensors."""
+    spec = make_env(task, episode_length=episode_length).spec
+    nets = CRLNetworks(spec.state_size, spec.goal_size, spec.action_size, repr_dim=8, actor_width=width,
+                       actor_depth=0, critic_width=width, critic_depth=0)
+    params = nets.init(jax.random.PRNGKey(seed))
+    write_json_atomic(run_dir / "config.json", {"env": task, "seed": seed, "episode_length": episode_length})
+    write_json_atomic(run_dir / "env_spec.json", spec.to_dict())
+    write_json_atomic(run_dir / "networks.json", nets.to_dict())
+    write_run_info(run_dir, "teacher", env=task)
+    ckpt = Checkpointer(run_dir)
+    ckpt.save(1, {"step": 1}, params, {"step": 1})
+    ckpt.close()
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def point_teacher(tmp_path_factory):
+    return write_random_teacher(tmp_path_factory.mktemp("teacher") / "run", "point_arena", episode_length=50)
+
+
+def tiny(teacher, out, **kw):
+    base = dict(teacher=str(teacher), out=str(out), arch="mlp", depth=0, width=16, steps=100, batch_size=32,
+                num_envs=8, unroll_length=25, sgd_steps_per_unroll=25, replay_steps_per_env=100, eval_every=50,
+                num_eval_episodes=8, progress=False, repr=0.0, relational=0.0)
+    return DistillConfig(**{**base, **kw})
+
+
+def test_a_student_with_sensors_learns_from_the_teachers_labels(point_teacher, tmp_path):
+    cfg = tiny(point_teacher, tmp_path / "s", history=2, history_actions=True, obs_noise=("0.05",), action_delay=1)
+    distill(cfg)
+    saved = json.loads((tmp_path / "s" / "observation_model.json").read_text())
+    assert (saved["history"], saved["history_actions"], saved["action_delay"], saved["input_size"]) == (2, True, 1, 8)
+    assert [t["name"] for t in saved["terms"]] == ["position"] and saved["terms"][0]["noise_std"] == 0.05
+    student = load_student(tmp_path / "s")
+    assert student.sensed and student.nets.state_size == 8 and student.observation == ObservationModel.from_dict(saved)
+    metrics = [json.loads(line) for line in open(tmp_path / "s" / "metrics.jsonl")]
+    assert metrics[-1]["train/action_mse"] < metrics[0]["train/action_mse"]
+
+
+def test_the_delayed_student_is_labelled_with_the_teachers_action_when_its_own_lands(point_teacher):
+    """With a delay of N, the label of the student's input at step t is the teacher's action on the true
+    state at t + N (when the command is applied); without delay, at t."""
+    from deepdistill.distill.run import DistillStage
+    from deepdistill.student.policy import load_teacher
+
+    for delay in (0, 2):
+        stage = DistillStage(tiny(point_teacher, "unused", action_delay=delay, history=2, obs_noise=("0.01",)),
+                             load_teacher(point_teacher))  # noise: every sensed row is unique
+        d = stage.distiller
+        ds = stage.init()
+        batch = jax.jit(d.sample_batch)(ds, jax.random.PRNGKey(1))
+        rows = np.asarray(ds.replay.states)  # [T, E, S + I + G]
+        true, sensed = rows[..., :2], rows[..., 2:2 + d.observation.input_size]
+        for b in range(4):  # find each sample's row by its sensor input, then check its label's state
+            t, e = np.argwhere((sensed == np.asarray(batch["state"][b])).all(-1))[0]
+            end = (t // 50) * 50 + 49
+            np.testing.assert_array_equal(batch["teacher_state"][b], true[min(t + delay, end, int(ds.replay.written) - 1), e])
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--history", "0"], "--history must be at least 1 (got 0"),
+        (["--action-delay", "-1"], "--action-delay must be >= 0 control steps (got -1)"),
+        (["--obs-noise", "-0.1"], "--obs-noise '-0.1': the standard deviation must be a finite number >= 0"),
+        (["--obs-noise", "position=-1"], "the standard deviation must be a finite number >= 0"),
+        (["--student-obs", "velocity"], "--student-obs: unknown observation term 'velocity'; this task's terms are: position"),
+        (["--obs-noise", "velocity=0.1"], "--obs-noise: unknown observation term 'velocity'; this task's terms are: position"),
+        (["--data", "teacher", "--history", "2"], "--data teacher cannot model what the student senses"),
+        (["--data", "teacher", "--obs-noise", "0.1"], "use --data dagger"),
+        (["--teacher-buffer-fraction", "0.5", "--action-delay", "1"], "--teacher-buffer-fraction: the teacher's replay"),
+    ],
+)
+def test_bad_sensor_flags_exit_2_in_one_line_and_write_nothing(point_teacher, tmp_path, args, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        distill_main(["--teacher", str(point_teacher), "--out", str(tmp_path / "s"), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
