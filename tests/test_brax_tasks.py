@@ -1,8 +1,8 @@
 """Invariants of every registered Brax task: shapes, goal slices, success flag, walls, goals.
 
-Compiling MJX physics takes seconds per function on the CPU, so each task compiles one ``probe``
-(reset, a goal override, a few steps) shared by all its checks (module-scoped fixtures), with XLA's
-cheap optimisation level: these tests run few steps, so compile time dominates.
+Compiling MJX physics takes seconds per function on the CPU, so each task compiles one probe
+(tests/task_probe.py: resets, a goal override, a few steps) shared by the checks of every test file
+(conftest.py's session fixture ``task_probe``), with XLA's cheap optimisation level.
 """
 
 import contextlib
@@ -18,13 +18,11 @@ import numpy as np
 import pytest
 
 from deepdistill.envs import list_envs, make_env
-from deepdistill.envs.brax_tasks import ARM_STEP, BACKEND, FINGER_OPEN, HUMANOID_GOAL_Z
+from deepdistill.envs.brax_tasks import BACKEND, FINGER_OPEN, HUMANOID_GOAL_Z
+from task_probe import jit
 
 TASKS = sorted(BACKEND)
 MAZE_TASKS = [n for n in TASKS if "maze" in n]
-FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-N_RANDOM, N_AT_GOAL, N_SCRIPTED, N_PUSH = 2, 2, 2, 8
-PUSH_SPEED = 2.0  # m/s, re-imposed on the torso every step
 
 # name prefix -> (state size, goal size, action size, goal indices, success threshold)
 EXPECTED = {
@@ -38,100 +36,6 @@ EXPECTED = {
 
 def expected(name):
     return EXPECTED[name.split("_")[0]]
-
-
-def jit(f):
-    return jax.jit(f, compiler_options=FAST)
-
-
-def wall_pushes(maze, n):
-    """``n`` (start cell, unit (x, y) direction) pairs: free cells next to a wall, pushed into it."""
-    out = []
-    free = sorted((tuple(int(v) for v in c) for c in np.argwhere(~maze.walls)), key=lambda c: (c != maze.start_cell, c))
-    for r, c in free:
-        for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            if maze.walls[r + dr, c + dc]:
-                out.append(((r, c), (dr, dc)))  # rows run along x, columns along y
-    return [out[int(i)] for i in np.linspace(0, len(out) - 1, n)]
-
-
-def arm_script(obs, t, S):
-    """Pick and place: above the cube, down, close, up over the bin walls, across, down, open."""
-    cube, goal, hand = obs[:3], obs[S:], obs[10:13]
-    above_cube, above_goal, place = cube.at[2].set(0.15), goal.at[2].set(0.15), goal + jnp.array([0.0, 0.0, 0.01])
-    target = jnp.select([t < 20, t < 40, t < 60, t < 90, t < 100], [above_cube, cube, above_cube, above_goal, place], place)
-    grip = jnp.where((t >= 30) & (t < 100), 1.0, -1.0)
-    return jnp.concatenate([jnp.clip((target - hand) / ARM_STEP, -1.0, 1.0), grip[None]])
-
-
-def _shove(ps, push, xy, vel, first):
-    """Teleport the root to ``xy`` (at the first step) and set its (x, y) velocity (an MJX state)."""
-    q = jnp.where(push & first, ps.q.at[:2].set(xy), ps.q)
-    return ps.replace(q=q, qd=jnp.where(push, ps.qd.at[:2].set(vel), ps.qd))
-
-
-def run_probe(name):
-    """One compiled program per task, shared by every check: reset a batch and run it ``T`` steps.
-
-    Envs by role: ``random`` keep their sampled goal and act at random; ``at_goal`` get the goal
-    coordinates of their start state as goal and act with zeros; ``scripted`` (arm tasks) run a
-    pick-and-place script; ``push`` (maze tasks) are teleported next to a wall and shoved into it
-    every step. Returns numpy arrays."""
-    arm, maze_task = name.startswith("arm"), "maze" in name
-    T = 120 if arm else 40
-    env = make_env(name, episode_length=T)
-    S, A = env.spec.state_size, env.spec.action_size
-    roles = ["random"] * N_RANDOM + ["at_goal"] * N_AT_GOAL + ["scripted"] * (N_SCRIPTED if arm else 0)
-    starts = dirs = np.zeros((0, 2), np.float32)
-    if maze_task:
-        assert env.spec.backend == "mjx"  # _shove edits MJX state
-        pushes = wall_pushes(env.maze, N_PUSH)
-        starts = np.array([env.maze.cell_center(np.array(c)) for c, _ in pushes], np.float32)
-        dirs = np.array([d for _, d in pushes], np.float32)
-        roles += ["push"] * N_PUSH
-    B = len(roles)
-    role = {r: jnp.asarray([x == r for x in roles]) for r in ("random", "at_goal", "scripted", "push")}
-    xy = jnp.zeros((B, 2)).at[B - len(starts) :].set(starts)
-    vel = jnp.zeros((B, 2)).at[B - len(dirs) :].set(PUSH_SPEED * dirs)
-
-    def probe(keys):
-        s0 = jax.vmap(env.reset)(keys)
-        goal = jnp.where(role["at_goal"][:, None], env.goal_of(s0.obs[:, :S]), s0.info["goal"])
-        s = s0.replace(obs=s0.obs.at[:, S:].set(goal), info={**s0.info, "goal": goal})
-        noise = jax.random.uniform(jax.random.PRNGKey(1), (T, B, A), minval=-1.0, maxval=1.0)
-
-        def one(s, a, t, random, scripted, push, xy, vel):
-            a = jnp.where(random, a, jnp.where(scripted, arm_script(s.obs, t, S) if arm else 0.0, 0.0))
-            if maze_task:
-                s = s.replace(pipeline_state=_shove(s.pipeline_state, push, xy, vel, t == 0))
-            s = env.step(s, a)
-            return s, (s.obs, s.metrics["success"], s.metrics["distance"], s.done)
-
-        def body(s, x):
-            a, t = x
-            return jax.vmap(one, in_axes=(0, 0, None, 0, 0, 0, 0, 0))(
-                s, a, t, role["random"], role["scripted"], role["push"], xy, vel)
-
-        _, traj = jax.lax.scan(body, s, (noise, jnp.arange(T)))
-        return s0, traj
-
-    s0, traj = jax.device_get(jit(probe)(jax.random.split(jax.random.PRNGKey(0), B)))
-    obs, success, distance, done = traj
-    return dict(env=env, roles=np.array(roles), s0=s0, obs=obs, success=success, distance=distance, done=done,
-                starts=starts, dirs=dirs, T=T)
-
-
-@pytest.fixture(scope="module")
-def probed():
-    """``name -> run_probe(name)``, computed once per task on demand."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = run_probe(name)
-        return cache[name]
-
-    return get
 
 
 def test_registry_lists_every_brax_task_with_its_backend():
@@ -162,8 +66,8 @@ def test_commands_stay_free_of_mujocos_warp_notice():
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_reset_and_step_shapes_goal_slices_success(name, probed):
-    p = probed(name)
+def test_reset_and_step_shapes_goal_slices_success(name, task_probe):
+    p = task_probe(name)
     env, s0, obs, success, distance, done, T = (p[k] for k in ("env", "s0", "obs", "success", "distance", "done", "T"))
     S, G, A, idx, thr = expected(name)
     spec, B = env.spec, len(p["roles"])
@@ -184,9 +88,9 @@ def test_reset_and_step_shapes_goal_slices_success(name, probed):
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_goal_entries_are_what_the_task_says(name, probed):
+def test_goal_entries_are_what_the_task_says(name, task_probe):
     """The goal coordinates of the state are the physical quantity they name."""
-    p = probed(name)
+    p = task_probe(name)
     env, s0 = p["env"], p["s0"]
     S = env.spec.state_size
     achieved = np.asarray(env.goal_of(s0.obs[:, :S]))
@@ -208,9 +112,9 @@ def test_goal_entries_are_what_the_task_says(name, probed):
 
 
 @pytest.mark.parametrize("name", MAZE_TASKS)
-def test_walls_stop_the_robot(name, probed):
+def test_walls_stop_the_robot(name, task_probe):
     """Torsos shoved into a wall every step for T steps never enter a wall cell."""
-    p = probed(name)
+    p = task_probe(name)
     maze, push = p["env"].maze, p["roles"] == "push"
     path = p["obs"][:, push, :2]  # [T, n, 2] torso x, y
     assert not maze.is_wall(p["obs"][:, :, :2]).any(), f"{name}: a torso entered a wall cell"
@@ -221,8 +125,8 @@ def test_walls_stop_the_robot(name, probed):
 
 
 @pytest.mark.parametrize("name", [n for n in TASKS if n.startswith("arm")])
-def test_arm_tasks_are_solvable_by_a_scripted_pick_and_place(name, probed):
-    p = probed(name)
+def test_arm_tasks_are_solvable_by_a_scripted_pick_and_place(name, task_probe):
+    p = task_probe(name)
     scripted = p["roles"] == "scripted"
     cube = p["obs"][:, scripted, :3]
     assert cube[50, :, 2].min() > 0.1, cube[50]  # grasped and lifted (over the bin walls)

@@ -22,13 +22,8 @@ from deepdistill.teacher.run import train_teacher
 
 
 @pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("teacher") / "run"
-    train_teacher(TeacherConfig(
-        env="point_arena", depth=8, width=32, repr_dim=16, num_envs=32, unroll_length=25, batch_size=64,
-        env_steps_per_sgd_step=16.0, replay_steps_per_env=400, min_replay_steps=50, eval_every=16_000,
-        total_env_steps=32_000, num_eval_episodes=32, progress=False, out=str(out)))
-    return out
+def teacher_run(tiny_teacher):
+    return tiny_teacher  # the session's tiny point_arena teacher (conftest.py); tests copy it before changing it
 
 
 def tiny(teacher_run, out, **kw):
@@ -275,7 +270,9 @@ def test_a_users_nnx_policy_is_distilled_resumed_and_reloaded(teacher_run, tmp_p
     with pytest.raises(ConfigError, match="no encoders: set --repr 0 and --relational 0"):
         distill(tiny(teacher_run, tmp_path / "n"), student=student)
     cfg = tiny(teacher_run, tmp_path / "n", repr=0.0, relational=0.0, action_kl=0.0, steps=150)
-    distill(cfg, student=student)
+    from deepdistill.distill import distill as readme_distill  # the README's snippet: the package-level function
+
+    readme_distill(cfg, student=student)
     distill(tiny(teacher_run, tmp_path / "n", repr=0.0, relational=0.0, action_kl=0.0, steps=300, resume=True))
     steps = [json.loads(l)["sgd_steps"] for l in open(tmp_path / "n" / "metrics.jsonl")]
     assert steps == [150, 300]
