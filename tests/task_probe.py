@@ -54,7 +54,8 @@ def run_probe(name):
     Envs by role: ``random`` keep their sampled goal and act at random; ``at_goal`` get the goal
     coordinates of their start state as goal and act with zeros; ``scripted`` (arm tasks) run a
     pick-and-place script; ``push`` (maze tasks) are teleported next to a wall and shoved into it
-    every step. Returns numpy arrays."""
+    every step. Returns numpy arrays: per step the observation, success, distance, done, the action
+    applied and (MJX tasks) the MJX state's ``q``, ``qd``, ``ctrl`` after the step."""
     arm = name.startswith("arm")
     T = 120 if arm else 40
     env = make_env(name, episode_length=T)
@@ -86,7 +87,8 @@ def run_probe(name):
             if maze_task:
                 s = s.replace(pipeline_state=_shove(s.pipeline_state, push, xy, vel, t == 0))
             s = env.step(s, a)
-            return s, (s.obs, s.metrics["success"], s.metrics["distance"], s.done)
+            mjx = {k: getattr(s.pipeline_state, k) for k in ("q", "qd", "ctrl")} if env.spec.backend == "mjx" else {}
+            return s, (s.obs, s.metrics["success"], s.metrics["distance"], s.done, a, mjx)
 
         def body(s, x):
             a, t = x
@@ -97,6 +99,6 @@ def run_probe(name):
         return s0, traj, splits
 
     s0, traj, splits = jax.device_get(jit(probe)(jax.random.split(jax.random.PRNGKey(0), B)))
-    obs, success, distance, done = traj
+    obs, success, distance, done, actions, mjx = traj
     return dict(env=env, roles=np.array(roles), s0=s0, obs=obs, success=success, distance=distance, done=done,
-                starts=starts, dirs=dirs, T=T, split_obs={"train": s0.obs, **splits})
+                actions=actions, mjx=mjx, starts=starts, dirs=dirs, T=T, split_obs={"train": s0.obs, **splits})

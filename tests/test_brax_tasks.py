@@ -183,12 +183,13 @@ def test_open_goals_follow_the_paper():
         np.testing.assert_allclose(g[:, 2], 0.02)  # the cube's centre when it rests on the table
 
 
-def test_teacher_trains_on_ant_then_resumes(tmp_path):
-    """A tiny end-to-end run of ``train-teacher --env ant`` with checkpoints, then ``--resume``.
+def test_teacher_trains_on_an_mjx_task_then_resumes(tmp_path):
+    """A tiny end-to-end run of ``train-teacher`` on an MJX task (reacher, the cheapest to compile) with
+    checkpoints, then ``--resume``.
 
     Both runs are subprocesses sharing a compilation cache, so the resumed run reuses the compiled
     programs of the first one."""
-    out = tmp_path / "ant"
+    out = tmp_path / "reacher"
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
@@ -196,7 +197,7 @@ def test_teacher_trains_on_ant_then_resumes(tmp_path):
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip(),
     }
-    args = ["--env", "ant", "--out", str(out), "--episode-length", "20", "--unroll-length", "10", "--num-envs", "8",
+    args = ["--env", "reacher", "--out", str(out), "--episode-length", "20", "--unroll-length", "10", "--num-envs", "8",
             "--depth", "4", "--width", "32", "--repr-dim", "16", "--batch-size", "32", "--eval-every", "160",
             "--num-eval-episodes", "4", "--replay-steps-per-env", "40", "--min-replay-steps", "20",
             "--env-steps-per-sgd-step", "16", "--no-progress"]

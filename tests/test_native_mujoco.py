@@ -4,8 +4,8 @@ JAX cannot be imported, and bad inputs get one line naming the fix.
 
 The policies are tiny random ONNX graphs written with ``onnx.helper`` (``action = tanh(W [obs, goal])``)
 carrying the metadata the exporter writes (``export.writer.run_metadata``'s ``controller`` record and
-names), so no training or jax2onnx conversion runs here. Each task compiles one reset and one step
-(XLA's cheap optimisation level), shared by the recipe and sim-to-sim checks.
+names), so no training or jax2onnx conversion runs here. The per-task checks read the session's task
+probe (tests/task_probe.py: one compiled program per task, shared with the task tests).
 """
 
 import functools
@@ -22,7 +22,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deepdistill.evaluate.native import native_controller, sim2sim
+from deepdistill.evaluate.native import SIM2SIM_STEPS, native_controller, observation_gap, sim2sim
 from deepdistill.export import metadata
 from deepdistill.export.contract import TASK_XML, controller_metadata
 from deepdistill.export.mujoco_controller import ControllerError, MujocoController
@@ -73,26 +73,35 @@ def env_of(name):
 
 
 @pytest.mark.parametrize("name", MJX_TASKS)
-def test_recipe_rebuilds_the_observation_and_native_mujoco_tracks_mjx(name, tmp_path):
-    env = env_of(name)
+def test_recipe_rebuilds_the_observation_and_native_mujoco_tracks_mjx(name, task_probe, tmp_path):
+    """On the session's probe of the task (no compile of its own): the recipe rebuilds the env's
+    observation from MuJoCo state set to the MJX state, at every step; native MuJoCo started where MJX
+    started and given the same actions (open loop) tracks MJX's observations; and task.xml carries the
+    solver settings and walls MJX steps with."""
+    p = task_probe(name)
+    env = p["env"]
     ctl = native_controller(env, MujocoController(write_policy(env, tmp_path)).policy)
-    states = []
-    res = sim2sim(env, ctl, jax.random.PRNGKey(3), episodes=3, steps=10,
-                  jit=functools.partial(jax.jit, compiler_options=FAST), states=states)
-    # the recipe on MuJoCo state built from the MJX state's qpos, qvel, ctrl gives the env's observation
     S = env.spec.state_size
     observe = env.recipe.compile(ctl.model)
+    random = np.flatnonzero(p["roles"] == "random")
+    q, qd, ctrl = (p["mjx"][k] for k in ("q", "qd", "ctrl"))
     worst = 0.0
-    for s in states:
-        for i in range(3):
+    for t in range(SIM2SIM_STEPS):
+        for i in random:
             d = mujoco.MjData(ctl.model)
-            d.qpos[:], d.qvel[:], d.ctrl[:] = s.pipeline_state.q[i], s.pipeline_state.qd[i], s.pipeline_state.ctrl[i]
+            d.qpos[:], d.qvel[:], d.ctrl[:] = q[t, i], qd[t, i], ctrl[t, i]
             mujoco.mj_forward(ctl.model, d)
-            ref = np.asarray(s.obs[i, :S])
+            ref = p["obs"][t, i, :S]
             worst = max(worst, float(np.max(np.abs(observe.read(d) - ref) / (1.0 + np.abs(ref)))))
     assert worst < 1e-5, f"{name}: recipe differs from the env's observation by {worst:.2g}"
-    assert len(states) == 11 and res["sim2sim_steps"] == 10
-    assert res["sim2sim_obs_err"] <= SIM2SIM_TOL, f"{name}: {res}"
+    ps0 = p["s0"].pipeline_state
+    native, mjx = [], []
+    for i in random:
+        d, obs = ctl.start(np.asarray(ps0.q[i], np.float64), np.asarray(ps0.qd[i], np.float64), np.asarray(ps0.ctrl[i], np.float64))
+        native.append([obs] + [ctl.step(d, p["actions"][t, i]) for t in range(SIM2SIM_STEPS)])
+        mjx.append(np.concatenate([p["s0"].obs[i : i + 1, :S], p["obs"][:SIM2SIM_STEPS, i, :S]]))
+    gap = observation_gap(ctl, np.stack(mjx), np.stack(native))
+    assert gap["sim2sim_obs_err"] <= SIM2SIM_TOL, f"{name}: {gap}"
     # the XML native MuJoCo loads is the physics MJX steps: same solver settings, walls included
     mj = ctl.model
     assert (mj.opt.timestep, mj.opt.iterations, mj.opt.ls_iterations, mj.opt.solver, mj.opt.disableflags) == (
@@ -101,6 +110,19 @@ def test_recipe_rebuilds_the_observation_and_native_mujoco_tracks_mjx(name, tmp_
     assert mj.ngeom == env.physics.sys.ngeom and mj.nbody == env.physics.sys.nbody
     if "maze" in name:
         assert sum(mujoco.mj_id2name(mj, mujoco.mjtObj.mjOBJ_GEOM, g).startswith("wall_") for g in range(mj.ngeom)) > 4
+
+
+def test_closed_loop_sim2sim_is_what_evaluate_reports(tmp_path):
+    """``evaluate``'s own sim-to-sim measure (each side driven by the policy from its own observations)
+    on the cheapest MJX task."""
+    env = env_of("reacher")
+    ctl = native_controller(env, MujocoController(write_policy(env, tmp_path)).policy)
+    states = []
+    res = sim2sim(env, ctl, jax.random.PRNGKey(3), episodes=3, steps=10,
+                  jit=functools.partial(jax.jit, compiler_options=FAST), states=states)
+    assert len(states) == 11 and res["sim2sim_steps"] == 10 and res["sim2sim_episodes"] == 3
+    assert 0.0 < res["sim2sim_obs_err"] <= SIM2SIM_TOL, res
+    assert res["sim2sim_worst_entry"].split(" (")[0] in {e["kind"] for e in env.recipe.entries}
 
 
 # --- the exporter writes the contract --------------------------------------------------------------------
