@@ -212,7 +212,7 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
 
     report_dir = out / "report"
     report = evaluate(EvaluateConfig(teacher=str(teacher_dir), student=tuple(students), onnx=tuple(onnx_dirs),
-                                     episodes=episodes, out=str(report_dir)))
+                                     episodes=episodes, out=str(report_dir), progress=cfg.progress))
     _mark(out, status, "evaluate")
     print(table(report))
     print(f"\nreport: {report['paths']['md']} (plots beside it); runs under {out}/")

@@ -9,6 +9,7 @@ the newest good one; readers (distill, export, evaluate) skip it and say so.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -24,9 +25,21 @@ from absl import logging as absl_logging
 
 absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax logs routine events as warnings
 
-from deepdistill.core.errors import RunError  # noqa: E402
+from deepdistill.core.errors import DiskFull, RunError, is_disk_full  # noqa: E402
 
 BROKEN_DIR = "broken"
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax logs a failed write (a full disk) with its traceback at ERROR level before raising it; the
+    caller reports it in one line, so the log is silenced for the duration of the save."""
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)
 
 
 def tree_digest(tree: Any) -> Optional[str]:
@@ -99,8 +112,27 @@ class Checkpointer:
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state), params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)
         )
-        self.manager.save(step, args=args, force=True)
-        self.manager.wait_until_finished()
+        try:
+            with _quiet_orbax():  # a failure is raised below, in one line; Orbax would also log its traceback
+                self.manager.save(step, args=args, force=True)
+                self.manager.wait_until_finished()
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            self._remove_partial(step)
+            kept = [s for s in self.steps() if s != step]
+            raise DiskFull(f"{self.directory}: no space left on device while saving the checkpoint of step {step:,} "
+                           f"(its partial files were removed; "
+                           + (f"step {kept[-1]:,}, the newest checkpoint, is intact)" if kept else "no checkpoint was saved before it)")
+                           ) from None
+
+    def _remove_partial(self, step: int) -> None:
+        """Remove what a failed save of ``step`` left (Orbax's temporary folder, or the step itself)."""
+        for p in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(p, ignore_errors=True)
+        if (self.directory / str(step)).exists():
+            shutil.rmtree(self.directory / str(step), ignore_errors=True)
+        self.manager.reload()
 
     def steps(self) -> list[int]:
         self.manager.reload()

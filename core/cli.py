@@ -12,21 +12,26 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional, TypeVar, Union
 
 from deepdistill.core.errors import UserError
+from deepdistill.core.signals import Interrupted, TerminateAsInterrupt, interrupt_signum, signal_name
 
 T = TypeVar("T")
 
 
-def run_cli(prog: str, config_cls: type[T], main: Callable[[T], object], args: Optional[list[str]] = None) -> None:
-    """Parse ``config_cls`` from argv with tyro, run ``main(cfg)``, turn user errors into exit code 2."""
-    run_commands(prog, {None: (config_cls, main)}, args)
+def run_cli(prog: str, config_cls: type[T], main: Callable[[T], object], args: Optional[list[str]] = None,
+            resumable: bool = False) -> None:
+    """Parse ``config_cls`` from argv with tyro, run ``main(cfg)``, turn user errors into exit code 2.
+    ``resumable``: the command has ``--resume`` (its messages after an interrupt say how to continue)."""
+    run_commands(prog, {None: (config_cls, main)}, args, resumable=resumable)
 
 
 def run_commands(prog: str, commands: dict[Optional[str], tuple[type, Callable[[Any], object]]],
-                 args: Optional[list[str]] = None, description: Optional[str] = None) -> None:
+                 args: Optional[list[str]] = None, description: Optional[str] = None, resumable: bool = False) -> None:
     """Like :func:`run_cli` for several subcommands ``{name: (config class, main)}`` (tyro subcommands).
 
     A :class:`UserError` is printed in one line with exit code 2; any other exception is a bug and
-    keeps its traceback."""
+    keeps its traceback. SIGINT and SIGTERM stop the command with one line saying how to continue
+    (``--resume`` for a training run that saved a checkpoint, else "rerun the same command") and exit
+    code 128 + the signal number (130, 143); see :mod:`deepdistill.core.signals`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tyro
 
@@ -39,24 +44,39 @@ def run_commands(prog: str, commands: dict[Optional[str], tuple[type, Callable[[
         cfg = tyro.cli(union, prog=prog, args=args, description=description)
         main = next(fn for cls, fn in commands.values() if type(cfg) is cls)
     try:
-        main(cfg)
+        with TerminateAsInterrupt():
+            main(cfg)
+    except Interrupted as e:
+        _exit(f"{prog}: {e}; " + _how_to_continue(e.resume, resumable), e.exit_code)
     except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        if getattr(e, "exit_now", False):  # another process died: JAX's shutdown at exit would abort
-            sys.stderr.flush()
-            sys.stdout.flush()
-            os._exit(2)
-        sys.exit(2)
+        resume = getattr(e, "resume", None)
+        _exit(f"{prog}: error: {e}" + (f"; then {_how_to_continue(resume, resumable)}" if resume else ""), 2,
+              now=getattr(e, "exit_now", False))  # exit_now: another process died; JAX's shutdown at exit would abort
     except OSError as e:
         if not is_user_os_error(e, cfg):
             raise
         where = f": {e.filename}" if e.filename else ""
-        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; the last checkpoint is kept (rerun with --resume; a run stopped before its "
-              "first checkpoint left nothing behind: rerun the same command)", file=sys.stderr)
-        sys.exit(130)
+        _exit(f"{prog}: error: {e.strerror or e}{where}", 2)
+    except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (Terminated), outside a training loop
+        signum = interrupt_signum(e)
+        _exit(f"{prog}: interrupted by {signal_name(signum)}; rerun the same command"
+              + (" (a run stopped before its first checkpoint left nothing behind; one stopped later continues "
+                 "with --resume)" if resumable else ""), 128 + signum)
+
+
+def _how_to_continue(resume: Optional[str], resumable: bool) -> str:
+    if resume and resumable:
+        return f"continue with `{resume}`"
+    return "rerun the same command to continue" if resume else "rerun the same command"
+
+
+def _exit(message: str, code: int, now: bool = False) -> None:
+    print(message, file=sys.stderr)
+    if now:
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 # Errors about a path the user chose (or the disk it is on), not bugs: one line and exit code 2.

@@ -18,3 +18,25 @@ class ConfigError(UserError):
 
 class RunError(UserError):
     """A run directory is missing, of the wrong kind, or inconsistent; the message says how to fix it."""
+
+
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """A full disk or quota, whether raised as an ``OSError`` or as the ``ValueError`` of Orbax and
+    TensorStore (``RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']``)."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(t in str(e) for t in DISK_FULL_TEXTS)
+
+
+class DiskFull(RunError):
+    """The disk filled up while a checkpoint was being saved; the checkpoints saved before it are intact.
+    ``resume``: the command that continues the run once there is space (``None``: nothing was kept)."""
+
+    def __init__(self, message: str, resume: "str | None" = None):
+        super().__init__(message)
+        self.resume = resume

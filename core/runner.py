@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -24,7 +25,8 @@ import numpy as np
 from deepdistill.core import distributed
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.cli import Progress
-from deepdistill.core.errors import ConfigError, RunError
+from deepdistill.core.errors import ConfigError, DiskFull, RunError
+from deepdistill.core.signals import GracefulStop, Interrupted, interrupt_signum, signal_name
 from deepdistill.core.rundir import MetricsLog, exclusive, read_json, write_json_atomic, write_run_info
 
 
@@ -40,6 +42,7 @@ class Stage:
     the budget ``total`` is counted in (``env_steps`` or ``sgd_steps``)."""
 
     kind: str  # "teacher" | "student": run.json's kind
+    command: str = ""  # the console script that runs it ("train-teacher", "distill"): how to resume it
     position_key: str
     total: int
     description: str  # progress bar label
@@ -110,17 +113,22 @@ def run_stage(stage: Stage) -> dict:
     The run directory is locked (:func:`~deepdistill.core.rundir.exclusive`) for the whole run. A
     fresh run that fails before its first checkpoint removes what it wrote, so the same command can
     simply be run again. A resumed run rewrites bookkeeping files that went missing. An epoch whose
-    losses or parameters are not finite stops the run before it is saved (:class:`TrainingDiverged`)."""
+    losses or parameters are not finite stops the run before it is saved (:class:`TrainingDiverged`).
+    SIGINT or SIGTERM stops the run at the next epoch boundary, after that epoch's checkpoint
+    (:class:`~deepdistill.core.signals.Interrupted`, with the command that resumes it); a full disk
+    at a checkpoint keeps the ones before it (:class:`~deepdistill.core.errors.DiskFull`)."""
     out = Path(stage.cfg.out)
     created = not out.exists()
     writer = distributed.is_writer()  # one writer (process 0) locks, writes and cleans up
     distributed.barrier("deepdistill:resolved")  # every process has checked --out before process 0 writes
+    resume = f"{stage.command or stage.kind} --resume --out {out}"
     with exclusive(out, "--out") if writer else contextlib.nullcontext():
         written: list[str] = []
         try:
             return _run_locked(stage, out, written)
-        except BaseException:
-            if writer and not stage.cfg.resume and not _has_checkpoint(out):  # a failed start: leave nothing that blocks the next one
+        except BaseException as e:
+            kept = _has_checkpoint(out)
+            if writer and not stage.cfg.resume and not kept:  # a failed start: leave nothing that blocks the next one
                 if created:
                     shutil.rmtree(out, ignore_errors=True)
                 else:
@@ -129,6 +137,14 @@ def run_stage(stage: Stage) -> dict:
                             shutil.rmtree(out / name, ignore_errors=True)
                         else:
                             (out / name).unlink(missing_ok=True)
+            if isinstance(e, DiskFull):
+                raise DiskFull(f"{e}; free space on that disk" + ("" if kept else ", then rerun the same command"),
+                               resume=resume if kept else None) from None
+            if isinstance(e, KeyboardInterrupt) and not isinstance(e, Interrupted):  # a second signal, or Ctrl-C outside the loop
+                signum = interrupt_signum(e)
+                raise Interrupted(f"interrupted by {signal_name(signum)}; " + (
+                    f"the newest checkpoint of --out {out} is kept" if kept else "no checkpoint was saved, nothing was kept"),
+                    signum, resume if kept else None) from None
             raise
 
 
@@ -189,7 +205,7 @@ def _run_locked(stage: Stage, out: Path, written: list[str]) -> dict:
                         tb.add_scalar(k, v, record[key])
             return record
 
-        with distributed.peer_guard(), progress.running():
+        with distributed.peer_guard(), progress.running(), GracefulStop("the current epoch") as stop:
             if saved is None:
                 state = stage.init()
                 first = stage.first_record(state)
@@ -200,6 +216,8 @@ def _run_locked(stage: Stage, out: Path, written: list[str]) -> dict:
                 progress.log(f"resumed {out} at {stage.position(state):,} {stage.unit}")
             progress.update(stage.position(state), info=stage.progress_info(last))
             while stage.position(state) < stage.total:
+                if distributed.agree(stop.signum is not None):  # SIGINT/SIGTERM: stop at this epoch boundary
+                    raise _stopped(stage, out, state, stop.signum or signal.SIGTERM, good_step)
                 if max_wall_s is not None and distributed.agree(time.perf_counter() - t_start >= max_wall_s):
                     progress.log(f"wall-time budget of {max_wall_s:.0f} s reached")
                     break
@@ -220,6 +238,15 @@ def _run_locked(stage: Stage, out: Path, written: list[str]) -> dict:
         if tb is not None:
             tb.close()
     return stage.finish(state, last, time.perf_counter() - t_start)
+
+
+def _stopped(stage: Stage, out: Path, state: Any, signum: int, good_step: Optional[int]) -> Interrupted:
+    """What a run stopped by a signal at an epoch boundary reports (its newest epoch is saved)."""
+    where = f"stopped by {signal_name(signum)} at {stage.position(state):,} {stage.unit}"
+    if good_step is None:
+        return Interrupted(f"{where}, before its first checkpoint: nothing was kept", signum)
+    return Interrupted(f"{where}; saved the checkpoint of step {good_step:,} in --out {out}", signum,
+                       f"{stage.command or stage.kind} --resume --out {out}")
 
 
 def _repair(stage: Stage, out: Path) -> None:

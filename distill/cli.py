@@ -20,7 +20,7 @@ def _main(cfg: DistillConfig) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    run_cli("distill", DistillConfig, _main, args)
+    run_cli("distill", DistillConfig, _main, args, resumable=True)
 
 
 if __name__ == "__main__":

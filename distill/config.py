@@ -23,7 +23,8 @@ class DistillConfig(DistributedConfig):
     """Distill a trained teacher into a shallow student (teacher frozen; teacher-driven or DAgger data)."""
 
     teacher: str = "runs/teacher"
-    """A `train-teacher` run directory."""
+    """A `train-teacher` run directory. With --resume: the teacher's new folder if it was moved (accepted
+    when its config and the checkpoint distilled from match the ones recorded in run.json)."""
     out: str = "runs/student"
     """Student run directory (config, provenance, metrics.jsonl, Orbax checkpoints)."""
     resume: bool = False

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,9 +17,10 @@ from deepdistill.core import replay as rb
 from deepdistill.core import distributed
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.errors import RunError
+from deepdistill.core.memory import check_state_fits
 from deepdistill.student.policy import PolicyRun, load_teacher
 from deepdistill.core.rollout import make_evaluator
-from deepdistill.core.rundir import check_writable_dir, read_json, resolve_run_config, write_json_atomic
+from deepdistill.core.rundir import check_run, check_writable_dir, read_json, resolve_run_config, write_json_atomic
 from deepdistill.core.runner import Stage, run_stage
 from deepdistill.core.errors import ConfigError
 from deepdistill.teacher.config import TeacherConfig
@@ -29,10 +32,42 @@ RESUME_OVERRIDABLE = ("steps", "progress", "max_to_keep")
 
 
 def resolve_config(cfg: DistillConfig) -> DistillConfig:
-    return resolve_run_config(cfg, "student", RESUME_OVERRIDABLE)
+    """Validate ``cfg``; on ``--resume`` merge it with the run's saved config. ``--teacher`` may name
+    another folder than the saved one (the teacher was moved): :func:`check_same_teacher` then makes sure
+    it holds the same teacher."""
+    merged = resolve_run_config(cfg, "student", RESUME_OVERRIDABLE + ("teacher",))
+    if not cfg.resume:
+        return merged
+    out = Path(cfg.out)
+    saved = str(read_json(out / "config.json").get("teacher", merged.teacher))
+    given, default = cfg.teacher, DistillConfig.teacher
+    # the default --teacher counts as given only when the saved teacher is gone and it exists (it cannot be
+    # told apart from no --teacher otherwise)
+    if given == saved or (given == default and (Path(saved).is_dir() or not Path(given).is_dir())):
+        teacher = saved
+    else:
+        teacher = given
+    if teacher == saved and not Path(saved).is_dir():
+        raise RunError(f"--teacher {saved}, the teacher this student was distilled from, no longer exists; if it moved, "
+                       f"pass its new folder: `distill --resume --out {out} --teacher NEWPATH` (accepted when its "
+                       f"config and checkpoint are the recorded ones)")
+    return dataclasses.replace(merged, teacher=teacher)
+
+
+def teacher_config_sha256(config: dict) -> str:
+    """SHA-256 of a teacher's recipe: its config.json without the fields that do not change what it
+    learns (``--out``, ``--resume``, budgets and logging, the process set)."""
+    from deepdistill.core.distributed import LAUNCH_FIELDS
+    from deepdistill.teacher.run import RESUME_OVERRIDABLE as TEACHER_BOOKKEEPING
+
+    drop = {"out", "resume", *TEACHER_BOOKKEEPING, *LAUNCH_FIELDS}
+    recipe = {k: v for k, v in config.items() if k not in drop}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
 def teacher_provenance(teacher: PolicyRun) -> dict:
+    """What run.json records of the teacher, its identity included: the digests of its recipe and of the
+    parameters of the step distilled from (what a moved teacher is recognised by)."""
     n = teacher.nets
     return {
         "run": str(teacher.run_dir.absolute()),
@@ -40,8 +75,26 @@ def teacher_provenance(teacher: PolicyRun) -> dict:
         "env": teacher.spec.name,
         **n.describe(),
         "params": teacher.num_params(),
+        "config_sha256": teacher_config_sha256(teacher.config),
+        "params_sha256": teacher.params_sha256(),
         **({"skipped_steps": list(teacher.skipped)} if teacher.skipped else {}),
     }
+
+
+def check_same_teacher(teacher: PolicyRun, recorded: dict) -> None:
+    """Refuse (one line) a ``--teacher`` that is not the teacher ``recorded`` in a student's run.json: its
+    recipe (config) and the parameters of the recorded step must have the recorded digests. A run written
+    before the digests were recorded is matched on what it did record (task, step, architecture, sizes)."""
+    now = teacher_provenance(teacher)
+    keys = [k for k in ("config_sha256", "params_sha256") if k in recorded]
+    if not keys:  # recorded by an older version
+        keys = [k for k in recorded if k not in ("run", "skipped_steps", "moved_from")]
+    differ = [k for k in keys if now.get(k) != recorded[k]]
+    if differ:
+        what = {"config_sha256": "its config", "params_sha256": f"its parameters at step {teacher.step:,}"}
+        raise RunError(f"--teacher {teacher.run_dir} is not the teacher this student was distilled from: "
+                       + ", ".join(what.get(k, k) for k in differ) + f" differ from the ones recorded (run.json "
+                       f"records the teacher at {recorded.get('run')}); pass that teacher's folder, wherever it is now")
 
 
 def load_teacher_replay(teacher: PolicyRun) -> rb.Replay:
@@ -66,6 +119,7 @@ def load_teacher_replay(teacher: PolicyRun) -> rb.Replay:
 
 class DistillStage(Stage):
     kind, position_key, unit = "student", "sgd_steps", "SGD steps"
+    command = "distill"
 
     def __init__(self, cfg: DistillConfig, teacher: PolicyRun, devices=None, student: Optional[PolicyNetworks] = None):
         super().__init__(cfg)
@@ -100,6 +154,17 @@ class DistillStage(Stage):
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return {"teacher_step": int(self.teacher.step), "networks": self.student_nets.to_dict()}
+
+    def check_resumable(self, out: Path) -> None:
+        """A teacher found at a new path (checked by :func:`check_same_teacher`): run.json follows it."""
+        if not (out / "run.json").is_file() or not distributed.is_writer():
+            return
+        info = read_json(out / "run.json")
+        recorded = info.get("teacher") or {}
+        now = str(self.teacher.run_dir.absolute())
+        if recorded.get("run") not in (None, now):
+            info["teacher"] = {**recorded, "run": now, "moved_from": [*recorded.get("moved_from", []), recorded["run"]]}
+            write_json_atomic(out / "run.json", info)
 
     def init(self) -> DistillState:
         return self.distiller.prefill(self.distiller.init(jax.random.PRNGKey(self.cfg.seed)), self.teacher_params)
@@ -173,7 +238,31 @@ def distill(cfg: DistillConfig, devices=None, student: Optional[PolicyNetworks] 
     if cfg.resume:
         teacher_step, saved_student = _resume_sources(Path(cfg.out))
         student = saved_student if saved_student is not None else student
-    return run_stage(DistillStage(cfg, load_teacher(cfg.teacher, teacher_step), devices, student))
+    recorded = _recorded_teacher(Path(cfg.out)) if cfg.resume else None
+    moved = recorded is not None and str(Path(cfg.teacher).absolute()) != recorded.get("run")
+    if moved and teacher_step is not None:
+        check_run(cfg.teacher, "teacher", "--teacher")
+        ckpt = Checkpointer(cfg.teacher, read_only=True)
+        try:
+            steps = ckpt.steps()
+        finally:
+            ckpt.close()
+        if teacher_step not in steps:
+            raise RunError(f"--teacher {cfg.teacher} is not the teacher this student was distilled from: it has no "
+                           f"checkpoint at step {teacher_step:,}, the one recorded (run.json records the teacher at "
+                           f"{recorded.get('run')}); pass that teacher's folder, wherever it is now")
+    teacher = load_teacher(cfg.teacher, teacher_step)
+    if moved:
+        check_same_teacher(teacher, recorded)
+    stage = DistillStage(cfg, teacher, devices, student)
+    check_state_fits(stage.distiller.abstract_state, "the student's parameters and optimiser, the replay buffer, the "
+                     "environments", "lower --width or --depth, --num-envs or --replay-steps-per-env")  # before allocating
+    return run_stage(stage)
+
+
+def _recorded_teacher(out: Path) -> Optional[dict]:
+    """The teacher record of a student's run.json (``None`` when run.json was lost)."""
+    return read_json(out / "run.json").get("teacher") if (out / "run.json").is_file() else None
 
 
 def _resume_sources(out: Path) -> tuple[Optional[int], Optional[PolicyNetworks]]:

@@ -105,6 +105,7 @@ def compare(
     env: Optional[GoalEnv] = None,
     viewer: bool = True,
     native: bool = True,
+    progress: Optional[Callable[[str, int], None]] = None,
 ) -> dict:
     """Evaluate every policy on identical episodes; returns the report (see ``write_report``).
 
@@ -112,10 +113,15 @@ def compare(
     ``viewer``: on a Brax task, also replay the first trajectory episode of every policy for brax's
     HTML viewer (``report["viewer"]`` lists the pages). ``native``: on a MuJoCo task, also run every ONNX
     policy in native MuJoCo (``report["native_mujoco"]``). Every report has a random-action row.
+    ``progress(row name, episodes)`` is told every chunk of episodes evaluated (:func:`evaluation_rows`
+    counts the rows).
     """
     from deepdistill.evaluate.native import native_controller, native_row, random_row
 
     env = env or make_env(teacher.spec.name, episode_length=teacher.config.get("episode_length"))
+
+    def tick(name: str) -> Optional[Callable[[int], None]]:
+        return (lambda n: progress(name, n)) if progress else None
     policy = lambda p, s, g, nets: nets.deterministic_action(p, s, g)  # noqa: E731
     entries: list[dict] = []
     trajectories: dict[str, dict] = {}
@@ -125,7 +131,7 @@ def compare(
     for i, run in enumerate([teacher, *students]):
         name = "teacher" if i == 0 else f"student:{Path(run.run_dir).name}"
         fn = lambda p, s, g, nets=run.nets: policy(p, s, g, nets)  # noqa: E731
-        ev = make_evaluator(env, fn, episodes, seed)(run.params["actor"])
+        ev = make_evaluator(env, fn, episodes, seed, tick(name))(run.params["actor"])
         kind = "teacher" if i == 0 else "student"
         entries.append(policy_summary(name, kind, run, ev, jax_latency(run, latency_samples)))
         traj = jax.jit(lambda p, k, fn=fn: rollout(env, fn, p, k, min(episodes, 8), split))(
@@ -133,7 +139,7 @@ def compare(
         trajectories[name] = {"states": np.asarray(traj["states"]), "goals": np.asarray(traj["goals"])}
         host_policies.append((name, host_act(run)))
     for name, pol in onnx_policies:
-        ev = make_host_evaluator(env, episodes, seed)(pol.act)
+        ev = make_host_evaluator(env, episodes, seed, tick(name))(pol.act)
         s1 = np.zeros((1, env.spec.state_size), np.float32)
         g1 = np.zeros((1, env.spec.goal_size), np.float32)
         lat = time_calls(lambda: pol.act(s1, g1), latency_samples)
@@ -150,14 +156,14 @@ def compare(
         if ctl is not None:  # the same policy file in native MuJoCo, from the same starts and goals
             from deepdistill.evaluate.native import jax_starts
 
-            row = native_row(env, ctl, episodes, seed)
+            row = native_row(env, ctl, episodes, seed, tick(f"native:{name.split(':', 1)[-1]}"))
             keep = {k: entry[k] for k in ("arch", "actor_depth", "actor_width", "params", "actor_params",
                                           "flops_per_action") if k in entry}
             entries.append({"name": f"native:{name.split(':', 1)[-1]}", "kind": "native", "onnx": name, **keep, **row})
             _, starts = jax_starts(env, split_key(seed, split_index), min(episodes, 8), split)
             res = ctl.rollout(starts)
             trajectories[entries[-1]["name"]] = {"states": res["observations"], "goals": res["goals"]}
-    entries.append(random_row(env, episodes, seed))
+    entries.append(random_row(env, episodes, seed, tick("random")))
 
     # agreement on the states the teacher visits (random split) toward its goals
     res = jax.jit(lambda p: rollout(env, lambda p, s, g: policy(p, s, g, teacher.nets), p,
@@ -192,6 +198,15 @@ def compare(
         report["viewer"], report["_viewer"] = V.pages(
             env, host_policies, split_key(seed, split_index), min(episodes, 8), split)
     return report
+
+
+def evaluation_rows(env: GoalEnv, students: int, onnx_policies: Sequence[tuple[str, object]], native: bool = True) -> int:
+    """Rows of the comparison that evaluate ``episodes`` per split: the teacher, each student, each ONNX
+    policy (and its native MuJoCo row, where it has one), random actions."""
+    natives = sum(bool(native and getattr(env, "native", False) and ((getattr(p, "metadata", None) or {})
+                                                                     .get("controller") or {}).get("native"))
+                  for _, p in onnx_policies)
+    return 1 + students + len(onnx_policies) + natives + 1
 
 
 def exported_from(meta: dict, students: Sequence[PolicyRun], entries: list[dict]) -> Optional[dict]:

@@ -33,6 +33,8 @@ class EvaluateConfig:
     native: bool = True
     """MuJoCo tasks: also run each ONNX policy in native MuJoCo (task.xml beside it) from the same starts and
     goals, and measure the sim-to-sim observation gap (report.json `native_mujoco`)."""
+    progress: bool = True
+    """Show a progress bar over the episodes evaluated."""
 
     def validate(self) -> None:
         check_numbers(self)

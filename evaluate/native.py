@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from deepdistill.envs import GoalEnv
-from deepdistill.core.rollout import _flatten, make_host_evaluator, split_key
+from deepdistill.core.rollout import _flatten, chunk_size, chunked, make_host_evaluator, split_key
 
 SIM2SIM_STEPS = 10
 SIM2SIM_EPISODES = 16
@@ -24,20 +24,22 @@ def random_policy(env: GoalEnv, seed: int) -> Callable[[np.ndarray, np.ndarray],
     return lambda s, g: rng.uniform(lo, hi, (len(s), A)).astype(np.float32)
 
 
-def random_row(env: GoalEnv, episodes: int, seed: int) -> dict:
+def random_row(env: GoalEnv, episodes: int, seed: int, progress: Optional[Callable[[int], None]] = None) -> dict:
     """The random policy on the same episodes as every other row."""
-    ev = make_host_evaluator(env, episodes, seed)(random_policy(env, seed))
+    ev = make_host_evaluator(env, episodes, seed, progress)(random_policy(env, seed))
     return {"name": "random", "kind": "random", **ev}
 
 
-def jax_starts(env: GoalEnv, key: jax.Array, n: int, split: str, jit: Callable = jax.jit
+def jax_starts(env: GoalEnv, key: jax.Array, n: int, split: str, jit: Callable = jax.jit, keys: Any = None
                ) -> tuple[Any, list[tuple[np.ndarray, ...]]]:
-    """The env's batch of ``n`` resets of ``split`` and the same starts ``(qpos, qvel, ctrl, goal)`` for MuJoCo."""
-    s = jit(jax.vmap(lambda k: env.reset_split(k, split)))(jax.random.split(key, n))
+    """The env's batch of ``n`` resets of ``split`` and the same starts ``(qpos, qvel, ctrl, goal)`` for MuJoCo
+    (``keys``: the episodes' own keys, rows of ``jax.random.split(key, ...)``, instead of ``key`` and ``n``)."""
+    keys = jax.random.split(key, n) if keys is None else keys
+    s = jit(jax.vmap(lambda k: env.reset_split(k, split)))(keys)
     ps = jax.device_get(s.pipeline_state)
     goals = np.asarray(s.info["goal"])
     return s, [(np.asarray(ps.q[i], np.float64), np.asarray(ps.qd[i], np.float64), np.asarray(ps.ctrl[i], np.float64),
-                goals[i]) for i in range(n)]
+                goals[i]) for i in range(len(keys))]
 
 
 def native_controller(env: GoalEnv, policy: Any, xml: Optional[str] = None):
@@ -49,14 +51,22 @@ def native_controller(env: GoalEnv, policy: Any, xml: Optional[str] = None):
     return MujocoController(policy, xml)
 
 
-def native_row(env: GoalEnv, ctl: Any, episodes: int, seed: int) -> dict:
+def native_row(env: GoalEnv, ctl: Any, episodes: int, seed: int, progress: Optional[Callable[[int], None]] = None) -> dict:
     """Success, time at goal and final distance in native MuJoCo from the same starts and goals as the
-    JAX evaluation (every eval split), and the sim-to-sim observation gap."""
+    JAX evaluation (every eval split, in the same chunks), and the sim-to-sim observation gap."""
     per_split = {}
+    size = chunk_size(episodes, env.spec.episode_length)
+    names = ("success_rate", "time_at_goal", "final_distance")
     for i, split in enumerate(env.spec.eval_splits):
-        _, starts = jax_starts(env, split_key(seed, i), episodes, split)
-        r = ctl.run(starts=starts, split=split)
-        per_split[split] = {k: r[k] for k in ("success_rate", "time_at_goal", "final_distance")}
+        reset = jax.jit(jax.vmap(lambda k, split=split: env.reset_split(k, split)))
+        parts = []
+        for part, valid in chunked(np.asarray(jax.random.split(split_key(seed, i), episodes)), size):
+            _, starts = jax_starts(env, None, 0, split, jit=lambda f: reset, keys=part[:valid])
+            parts.append((ctl.run(starts=starts, split=split), valid))
+            if progress:
+                progress(valid)
+        per_split[split] = ({k: parts[0][0][k] for k in names} if len(parts) == 1 else
+                            {k: sum(r[k] * n for r, n in parts) / episodes for k in names})
     return {**_flatten(per_split), **sim2sim(env, ctl, split_key(seed, 0), min(episodes, SIM2SIM_EPISODES))}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -10,9 +11,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from deepdistill.core.rundir import atomic_write  # noqa: E402
 from deepdistill.envs import make_env  # noqa: E402
 
 COLORS = {"teacher": "#d62728", "student": "#1f77b4", "onnx": "#2ca02c", "native": "#9467bd"}
+
+
+def save(fig, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically (a full disk leaves the old file or none, never half a plot)."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def _rows(report: dict) -> list[dict]:
@@ -54,8 +66,7 @@ def success_vs_cost(report: dict, out_dir: Path) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
         path = out_dir / fname
-        fig.savefig(path)
-        plt.close(fig)
+        save(fig, path)
         paths.append(str(path))
     return paths
 
@@ -108,6 +119,5 @@ def trajectories(report: dict, trajs: dict[str, dict], out_dir: Path) -> str:
     fig.legend(loc="lower center", ncol=min(len(names) + 1, 5), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     path = out_dir / "trajectories.png"
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
     return str(path)

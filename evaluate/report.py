@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from deepdistill.core.rundir import write_json_atomic
+from deepdistill.core.rundir import atomic_write, write_json_atomic
 from deepdistill.evaluate import viewer as V
 
 COLUMNS = [
@@ -89,7 +89,7 @@ def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict:
     trajectories = report.pop("_trajectories", {})
     pages = report.pop("_viewer", {})
     for fname, html in pages.items():
-        (out_dir / fname).write_text(html)
+        atomic_write(out_dir / fname, html)
     written = []
     if plots:
         from deepdistill.evaluate import plots as P
@@ -97,6 +97,6 @@ def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict:
         written += P.success_vs_cost(report, out_dir)
         written.append(P.trajectories(report, trajectories, out_dir))
     write_json_atomic(out_dir / "report.json", report)
-    (out_dir / "report.md").write_text(markdown(report, written))
+    atomic_write(out_dir / "report.md", markdown(report, written))
     return {"json": str(out_dir / "report.json"), "md": str(out_dir / "report.md"), "plots": written,
             "viewer": [str(out_dir / f) for f in pages]}

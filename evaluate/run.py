@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepdistill.core.errors import RunError
+from deepdistill.core.errors import ConfigError, RunError
+from deepdistill.core.memory import device_memory, fmt_bytes, tree_bytes
+from deepdistill.core.rollout import chunk_size
 from deepdistill.core.rundir import check_writable_dir, exclusive
 from deepdistill.evaluate.config import EvaluateConfig
 
@@ -19,7 +21,9 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
 def _evaluate(cfg: EvaluateConfig) -> dict:
     from deepdistill.student.policy import check_compatible, load_policy_run, load_teacher
-    from deepdistill.evaluate.compare import compare
+    from deepdistill.core.cli import Progress
+    from deepdistill.envs import make_env
+    from deepdistill.evaluate.compare import compare, evaluation_rows
     from deepdistill.evaluate.report import write_report
     from deepdistill.export.runtime import OnnxPolicy
 
@@ -36,11 +40,47 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
         if policy.metadata.get("task") not in (None, teacher.spec.name):
             raise RunError(f"--onnx {d}: exported for task {policy.metadata.get('task')!r}, the teacher acts in {teacher.spec.name!r}")
         onnx.append((f"onnx:{Path(d).name}", policy))
-    report = compare(teacher, students, onnx, cfg.episodes, cfg.seed, cfg.latency_samples, viewer=cfg.viewer,
-                     native=cfg.native)
+    env = make_env(teacher.spec.name, episode_length=teacher.config.get("episode_length"))
+    check_evaluation_size(env, cfg.episodes)  # before any rollout allocates
+    rows = evaluation_rows(env, len(students), onnx, cfg.native)
+    splits = len(env.spec.eval_splits)
+    total = rows * splits * cfg.episodes
+    bar = Progress("evaluate", total, "episodes", cfg.progress)
+    bar.log(f"evaluating {rows} policies (random actions included) x {splits} split(s) x {cfg.episodes:,} episodes of "
+            f"{env.spec.episode_length:,} steps: {total * env.spec.episode_length:,} env steps")
+    done = [0]
+
+    def progress(name: str, n: int) -> None:
+        done[0] += n
+        bar.update(done[0], info=name)
+
+    with bar.running():
+        report = compare(teacher, students, onnx, cfg.episodes, cfg.seed, cfg.latency_samples, env=env,
+                         viewer=cfg.viewer, native=cfg.native, progress=progress)
     paths = write_report(report, cfg.out, cfg.plots)
     report["paths"] = paths
     return report
+
+
+def check_evaluation_size(env, episodes: int) -> None:
+    """Refuse (one line) an ``--episodes`` whose evaluation cannot fit in memory: every episode's key is
+    held at once (16 bytes, on the device and the host), and one chunk of episodes
+    (:func:`~deepdistill.core.rollout.chunk_size`) holds its environments and per-step records three
+    times (the device's rollout, its host copy, a host policy's rollout)."""
+    import jax
+
+    S, A, T = env.spec.state_size, env.spec.action_size, env.spec.episode_length
+    one = jax.eval_shape(lambda k: env.reset_split(k, env.spec.eval_splits[0]), jax.random.PRNGKey(0))
+    per_episode = tree_bytes(one) + 4 * (T + 1) * (S + A + 2)
+    chunk = chunk_size(episodes, T)
+    need = 16 * episodes + 3 * chunk * per_episode
+    limit, source = device_memory()
+    if need > limit:
+        most = max(0, (limit - 3 * chunk * per_episode) // 16)
+        raise ConfigError(f"--episodes {episodes:,} needs about {fmt_bytes(need)} of memory (16 bytes per episode "
+                          f"for its key, and {fmt_bytes(3 * chunk * per_episode)} for a chunk of {chunk:,} episodes of "
+                          f"{T:,} steps) but the device has {fmt_bytes(limit)} ({source}); use at most "
+                          f"{most:,} (256 is the usual figure)")
 
 
 def check_onnx_dir(path: str) -> Path:

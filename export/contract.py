@@ -22,6 +22,9 @@ brax's spring pipeline) the record says plainly that there is no native recipe, 
 ``control_dt``            ``timestep * n_frames`` (s)
 ``episode``               start and goal distributions per split, see :func:`deepdistill.envs.recipe.sample_episode`
 ========================  ==========================================================================
+
+Every field's type, range and finiteness, and the sizes that must agree across them, are declared
+in :mod:`deepdistill.export.schema` (``CONTROLLER``) and checked whenever a policy file loads.
 """
 
 from __future__ import annotations

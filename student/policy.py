@@ -38,6 +38,7 @@ class PolicyRun:
     skipped: tuple[str, ...] = ()  # newer steps that could not be used ("step N: reason"), newest first
     observation: Optional["ObservationModel"] = None
     """What a student sees (``observation_model.json``); None: the task's state, as the teacher."""
+    saved_params_sha256: Optional[str] = None  # the checksum saved with the checkpoint's params (verified at load)
 
     @property
     def sensed(self) -> bool:
@@ -46,6 +47,13 @@ class PolicyRun:
 
     def num_params(self) -> dict[str, int]:
         return self.nets.num_params()
+
+    def params_sha256(self) -> str:
+        """SHA-256 of the loaded parameters (:func:`deepdistill.core.checkpoint.tree_digest`): the one saved
+        with the checkpoint, else computed."""
+        from deepdistill.core.checkpoint import tree_digest
+
+        return self.saved_params_sha256 or tree_digest(self.params)
 
     def act(self, state: jax.Array, goal: jax.Array) -> jax.Array:
         """Deterministic action ``[B, A]`` for ``state [B, S]`` (a student with sensors: its input ``[B, I]``,
@@ -84,13 +92,14 @@ def load_policy_run(run_dir: str | os.PathLike, kind: str, flag: str = "--run", 
                        f"module importable (PYTHONPATH)") from None
     ckpt = Checkpointer(run_dir, read_only=True)
     try:
-        s, params, _, skipped = ckpt.restore_params(abstract, step)
+        s, params, meta, skipped = ckpt.restore_params(abstract, step)
     finally:
         ckpt.close()
     if skipped:
         print(f"warning: {flag} {run_dir}: using step {s}; newer checkpoints are unreadable ("
               + "; ".join(map(str, skipped)) + ")", file=sys.stderr, flush=True)
-    return PolicyRun(kind, run_dir, spec, nets, params, s, config, info, tuple(map(str, skipped)), observation)
+    return PolicyRun(kind, run_dir, spec, nets, params, s, config, info, tuple(map(str, skipped)), observation,
+                     (meta.get("checksums") or {}).get("params"))
 
 
 def load_teacher(run_dir: str | os.PathLike, step: Optional[int] = None) -> PolicyRun:

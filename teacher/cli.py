@@ -43,7 +43,7 @@ def with_preset(cfg: TeacherConfig, args: list[str]) -> TeacherConfig:
 
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
-    run_cli("train-teacher", TeacherConfig, lambda cfg: _main(with_preset(cfg, argv)), argv)
+    run_cli("train-teacher", TeacherConfig, lambda cfg: _main(with_preset(cfg, argv)), argv, resumable=True)
 
 
 if __name__ == "__main__":

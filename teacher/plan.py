@@ -7,7 +7,8 @@ states, replay buffer, environments), outputs, donated aliases and temporaries. 
 residual blocks keeps compile time flat in depth, so even a depth-1,024 plan compiles in seconds.
 
 ``train-teacher`` refuses a run that does not fit before it trains (``ConfigError``: one line,
-exit code 2); ``--dry-run`` prints the plan and exits.
+exit code 2), and one whose ``--total-env-steps`` cannot reach its first epoch; ``--dry-run`` prints
+the plan and exits.
 """
 
 from __future__ import annotations
@@ -22,11 +23,7 @@ import jax
 
 from deepdistill.teacher.config import ConfigError, TeacherConfig
 
-GIB = 2**30
-
-
-def fmt_bytes(n: float) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 2**20:.1f} MiB"
+from deepdistill.core.memory import GIB, device_memory, fmt_bytes, tree_bytes  # noqa: F401 - re-exported
 
 # Env steps per second of whole training epochs (collection + SGD at the given env steps per SGD
 # step, evaluation excluded), measured with train-teacher's own driver. Only an exact match of every
@@ -60,14 +57,7 @@ class MemoryPlan:
 
 def state_bytes(trainer) -> int:
     """Per-device bytes of the train state (sharded leaves count their shard)."""
-    total = 0
-    for a in jax.tree.leaves(trainer.abstract_state):
-        shape = a.sharding.shard_shape(a.shape) if getattr(a, "sharding", None) is not None else a.shape
-        n = 1
-        for s in shape:
-            n *= s
-        total += n * a.dtype.itemsize
-    return total
+    return tree_bytes(trainer.abstract_state)
 
 
 def memory_plan(trainer, program: str = "epoch") -> MemoryPlan:
@@ -85,19 +75,6 @@ def memory_plan(trainer, program: str = "epoch") -> MemoryPlan:
         m = m[0]
     return MemoryPlan(program, state_bytes(trainer), int(m.argument_size_in_bytes), int(m.output_size_in_bytes),
                       int(m.alias_size_in_bytes), int(m.temp_size_in_bytes), int(m.generated_code_size_in_bytes), compile_s)
-
-
-def device_memory(override_gib: Optional[float] = None) -> tuple[int, str]:
-    """(bytes, where the figure comes from): the override, a GPU's ``bytes_limit``, or on a CPU the
-    host's total RAM."""
-    if override_gib is not None:
-        return int(override_gib * GIB), "--device-memory-gib"
-    dev = jax.devices()[0]
-    if dev.platform != "cpu":
-        stats = dev.memory_stats() or {}
-        if stats.get("bytes_limit"):
-            return int(stats["bytes_limit"]), f"{dev.device_kind} memory_stats()['bytes_limit']"
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM (CPU backend)"
 
 
 def check_fits(plan: MemoryPlan, limit: int, source: str) -> None:
@@ -120,6 +97,20 @@ def check_state_fits(trainer, limit: int, source: str) -> None:
             f"optimiser, environments) but the device has {fmt_bytes(limit)} ({source}); lower "
             f"--replay-steps-per-env or --num-envs"
         )
+
+
+def check_budget(trainer) -> None:
+    """Refuse (``ConfigError``) a ``--total-env-steps`` that the replay's prefill alone would use up: such
+    a run would take no SGD step, save no checkpoint and still exit 0."""
+    cfg, s = trainer.cfg, trainer.sched
+    if cfg.total_env_steps >= s.min_env_steps:
+        return
+    raise ConfigError(
+        f"--total-env-steps {cfg.total_env_steps:,} is below the minimum of this config, {s.min_env_steps:,}: filling the "
+        f"replay with random actions takes {s.prefill_env_steps:,} env steps (--min-replay-steps {cfg.min_replay_steps} "
+        f"in unrolls of {s.unroll_length}, x {s.num_envs} envs) and the first epoch, with the first SGD steps, "
+        f"evaluation and checkpoint, {s.env_steps_per_epoch:,} more (--eval-every); pass --total-env-steps "
+        f"{s.min_env_steps:,} or more, or lower --eval-every or --num-envs")
 
 
 def check_device_memory(trainer, override_gib: Optional[float] = None) -> None:
@@ -164,6 +155,7 @@ def dry_run(cfg: TeacherConfig) -> str:
 
     cfg.validate()
     trainer = Trainer(cfg, make_env(cfg.env, training=True, episode_length=cfg.episode_length))
+    check_budget(trainer)
     limit, source = device_memory(cfg.device_memory_gib)
     dev = jax.devices()[0]
     lines = ["resolved config:", json.dumps(cfg.to_dict(), indent=1)]
@@ -171,7 +163,8 @@ def dry_run(cfg: TeacherConfig) -> str:
     lines.append(f"parameters: {', '.join(f'{k} {v:,}' for k, v in params.items())} ({sum(params.values()):,} in all)")
     s = trainer.sched
     lines.append(f"schedule: {s.num_envs} envs x {s.unroll_length} steps per collection, {s.sgd_per_iter} SGD steps of "
-                 f"batch {cfg.batch_size} each, {s.iters_per_epoch} collections per epoch ({s.env_steps_per_epoch:,} env steps)")
+                 f"batch {cfg.batch_size} each, {s.iters_per_epoch} collections per epoch ({s.env_steps_per_epoch:,} env steps); "
+                 f"replay prefill {s.prefill_env_steps:,} env steps; smallest --total-env-steps {s.min_env_steps:,}")
     lines.append(f"device: {dev.device_kind} ({dev.platform}), {len(jax.devices())} device(s); "
                  f"XLA_FLAGS {os.environ.get('XLA_FLAGS', '') or '(none)'}")
     lines.append(f"estimated time: {estimate_hours(cfg, dev.device_kind)}")

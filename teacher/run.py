@@ -14,7 +14,7 @@ from deepdistill.core.rundir import check_writable_dir, read_json, resolve_run_c
 from deepdistill.core.runner import Stage, run_stage
 from deepdistill.teacher.config import TeacherConfig
 from deepdistill.envs import EnvSpec, make_env
-from deepdistill.teacher.plan import check_device_memory
+from deepdistill.teacher.plan import check_budget, check_device_memory
 from deepdistill.teacher.train import Trainer, TrainState
 from deepdistill.teacher.xla_flags import apply_xla_gpu_flags
 
@@ -30,6 +30,7 @@ def resolve_config(cfg: TeacherConfig) -> TeacherConfig:
 
 class TeacherStage(Stage):
     kind, position_key, unit = "teacher", "env_steps", "env steps"
+    command = "train-teacher"
 
     def __init__(self, cfg: TeacherConfig, devices=None):
         super().__init__(cfg)
@@ -93,5 +94,6 @@ def train_teacher(cfg: TeacherConfig, devices=None) -> dict:
     apply_xla_gpu_flags(cfg.xla_gpu_flags)  # before JAX starts its backend (GPU only)
     distributed.initialize(cfg)  # before any JAX computation
     stage = TeacherStage(cfg, devices)
-    check_device_memory(stage.trainer, cfg.device_memory_gib)  # refuse before anything is written
+    check_budget(stage.trainer)  # refuse before anything is written
+    check_device_memory(stage.trainer, cfg.device_memory_gib)
     return run_stage(stage)

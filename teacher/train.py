@@ -76,6 +76,17 @@ class Schedule:
     def env_steps_per_epoch(self) -> int:
         return self.iters_per_epoch * self.unroll_length * self.num_envs
 
+    @property
+    def prefill_env_steps(self) -> int:
+        """Env steps of random actions that fill the replay before the first SGD step."""
+        return self.prefill_iters * self.unroll_length * self.num_envs
+
+    @property
+    def min_env_steps(self) -> int:
+        """The smallest ``--total-env-steps`` that trains at all: the prefill and one whole epoch (the
+        first SGD steps, evaluation and checkpoint); the run counts in whole epochs beyond it."""
+        return self.prefill_env_steps + self.env_steps_per_epoch
+
     @classmethod
     def from_config(cls, cfg: TeacherConfig, episode_length: int) -> "Schedule":
         U, E = cfg.unroll_length, cfg.num_envs
