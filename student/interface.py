@@ -256,10 +256,10 @@ def architecture_name(cls: type) -> str:
 
 
 def architectures(buildable: bool = False) -> tuple[str, ...]:
-    """Registered architecture names (the built-in ones, installed plugins' and any loaded by path);
-    ``buildable``: only those ``distill --arch`` can build from depth and width."""
+    """Registered architecture names (the built-in ones and installed plugins'; classes loaded by their
+    ``module:Class`` path are not choices to offer); ``buildable``: only those ``distill --arch`` can build."""
     _load_builtin()
-    names = {n for n, a in _ARCHITECTURES.items() if a.build is not None or not buildable}
+    names = {n for n, a in _ARCHITECTURES.items() if (a.build is not None or not buildable) and ":" not in n}
     from deepdistill.core.plugins import entry_point_names
 
     names.update(entry_point_names(ENTRY_POINT_GROUP))
