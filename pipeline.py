@@ -1,8 +1,15 @@
-"""``deepdistill pipeline``: train-teacher -> distill -> export-onnx -> evaluate, into one folder.
+"""``deepdistill pipeline``: train-teacher -> distill -> export-onnx -> direct -> evaluate, into one folder.
 
 Each stage runs into its own sub-folder and records its completion in ``<out>/pipeline.json``;
 rerunning the same command skips finished stages and resumes an interrupted one from its last
 checkpoint.
+
+The ``direct`` stage trains each student's network (its architecture, depth and width) directly with
+contrastive RL, with the teacher's recipe, seed and env-step budget, into ``direct_<student>/``; the
+report then states whether distillation paid (``--no-direct`` skips it). A preset with
+``teacher_depths`` trains one teacher per depth, each in its own folder ``t<depth>/`` (teacher,
+students, ONNX files, report), shares the direct runs between them, and draws success against the
+teacher's depth in ``report/``.
 """
 
 from __future__ import annotations
@@ -65,6 +72,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # What pipeline.json records: rerunning a folder with other values is refused unless --restart.
 RECORDED = ("preset", "seed", "arch", "teacher_env_steps", "distill_steps")
+# Recorded too, but a rerun may change it: --no-direct after a run with it leaves the direct runs out of
+# the report (their folders stay); a rerun without --no-direct adds the stage to a folder run without it.
+RECORDED_FREE = ("direct",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +97,10 @@ class PipelineConfig:
     short look at a preset, e.g. a few minutes of ``--preset ant`` on one GPU."""
     distill_steps: Optional[int] = None
     """Distill each student for this many SGD steps instead of the preset's (evaluating at least twice)."""
+    direct: bool = True
+    """Also train each student's network directly with contrastive RL (the teacher's recipe, seed and env-step
+    budget: a teacher-length run of a small network), so that the report says whether distillation paid;
+    --no-direct skips it."""
     progress: bool = True
     restart: bool = False
     """Discard the pipeline in --out (its stage folders and pipeline.json) and start again; needed to
@@ -133,10 +147,26 @@ def _student_name(arch: str, depth: int, width: int) -> str:
     return f"{tag}d{depth}_w{width}"
 
 
+def _teacher_roots(preset: str) -> list[tuple[str, dict]]:
+    """``(folder, teacher overrides)`` of each teacher of ``preset``: ``""`` (the pipeline's own folder) for
+    one teacher, ``t<depth>`` for each depth of ``teacher_depths``."""
+    depths = PRESETS[preset].get("teacher_depths")
+    return [("", {})] if not depths else [(f"t{d}", {"depth": d}) for d in depths]
+
+
+def _students(preset: str, arch: str) -> list[tuple[str, int, int]]:
+    """``(name, depth, width)`` of each student of ``preset`` (also the names of the direct runs)."""
+    return [(_student_name(arch, d, w), d, w) for d, w in PRESETS[preset]["students"]]
+
+
 def _stage_dirs(out: Path, preset: str, arch: str = "residual") -> list[Path]:
-    names = ["teacher", "report"] + [f"{kind}_{_student_name(arch, d, w)}" for d, w in PRESETS[preset]["students"]
-                                     for kind in ("student", "onnx")]
-    return [out / n for n in names]
+    dirs = [out / "report"] + [out / f"direct_{name}" for name, _, _ in _students(preset, arch)]
+    for root, _ in _teacher_roots(preset):
+        base = out / root if root else out
+        names = ["teacher", "report"] + [f"{kind}_{name}" for name, _, _ in _students(preset, arch)
+                                         for kind in ("student", "onnx")]
+        dirs += [base / n for n in names] + ([base] if root else [])
+    return dirs
 
 
 def _mark(out: Path, status: dict, stage: str, info: Optional[dict] = None) -> None:
@@ -152,11 +182,28 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         return _run_locked(cfg, out)
 
 
+def direct_config(teacher_cfg: Any, arch: str, depth: int, width: int, out: Path) -> Any:
+    """The teacher's config with the student's network: what a direct run trains (a non-residual
+    architecture drops the residual network's speed options, which change no number)."""
+    from deepdistill.teacher.config import RESIDUAL_OPTIONS
+
+    network: dict[str, Any] = dict(arch=arch, depth=depth, width=width, actor_depth=None, critic_depth=None,
+                                   actor_width=None, critic_width=None, out=str(out))
+    if arch != "residual":
+        network.update(RESIDUAL_OPTIONS)
+    return dataclasses.replace(teacher_cfg, **network)
+
+
+def _recipe(cfg: Any) -> dict:
+    """A teacher config without its bookkeeping: two runs of equal recipes train the same numbers."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("out", "resume", "progress", "tensorboard", "max_to_keep")}
+
+
 def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
     from deepdistill.distill.config import DistillConfig
     from deepdistill.distill.run import distill
     from deepdistill.evaluate.config import EvaluateConfig
-    from deepdistill.evaluate.report import table
+    from deepdistill.evaluate.report import summary
     from deepdistill.evaluate.run import evaluate
     from deepdistill.teacher.config import TeacherConfig
     from deepdistill.teacher.run import train_teacher
@@ -180,41 +227,71 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
                 flag = "--" + key.replace("_", "-")
                 raise ConfigError(f"--out {out} holds a pipeline run with {flag} {recorded[key]!r}, not {value!r}; rerun "
                                   f"with {flag} {recorded[key]!r} to continue it, pass --restart to discard it, or choose another --out")
-    status.update({key: getattr(cfg, key) for key in RECORDED})
+    status.update({key: getattr(cfg, key) for key in RECORDED + RECORDED_FREE})
     write_json_atomic(out / "pipeline.json", status)
 
     def started(d: Path) -> bool:
         return (d / "run.json").exists()
 
-    teacher_dir = out / "teacher"
-    if "teacher" not in status["stages"]:
-        tcfg = TeacherConfig(**{**teacher_over, "out": str(teacher_dir), "seed": cfg.seed,
-                                "progress": cfg.progress, "resume": started(teacher_dir)})
-        last = train_teacher(tcfg)
-        _mark(out, status, "teacher", {"eval": last})
+    # 1. the teacher(s); 2. their students, distilled and exported
+    teachers: dict[str, Any] = {}
+    students: dict[str, list[tuple[str, str, str]]] = {}
+    for root, over in _teacher_roots(cfg.preset):
+        base, key = (out / root, f"{root}/") if root else (out, "")
+        tdir = base / "teacher"
+        tcfg = TeacherConfig(**{**teacher_over, **over, "out": str(tdir), "seed": cfg.seed, "progress": cfg.progress,
+                                "resume": started(tdir)})
+        teachers[root] = tcfg
+        if f"{key}teacher" not in status["stages"]:
+            _mark(out, status, f"{key}teacher", {"eval": train_teacher(tcfg)})
+        students[root] = []
+        for name, depth, width in _students(cfg.preset, cfg.arch):
+            sdir, odir = base / f"student_{name}", base / f"onnx_{name}"
+            if f"{key}distill_{name}" not in status["stages"]:
+                dcfg = DistillConfig(**{**distill_over, "teacher": str(tdir), "out": str(sdir), "arch": cfg.arch,
+                                        "depth": depth, "width": width, "seed": cfg.seed, "progress": cfg.progress,
+                                        "resume": started(sdir)})
+                _mark(out, status, f"{key}distill_{name}", {"result": distill(dcfg)})
+            if f"{key}export_{name}" not in status["stages"]:
+                from deepdistill.export.config import ExportConfig
+                from deepdistill.export.writer import export_run
 
-    students, onnx_dirs = [], []
-    for depth, width in preset["students"]:
-        name = _student_name(cfg.arch, depth, width)
-        sdir, odir = out / f"student_{name}", out / f"onnx_{name}"
-        if f"distill_{name}" not in status["stages"]:
-            dcfg = DistillConfig(**{**distill_over, "teacher": str(teacher_dir), "out": str(sdir), "arch": cfg.arch,
-                                    "depth": depth, "width": width, "seed": cfg.seed, "progress": cfg.progress, "resume": started(sdir)})
-            _mark(out, status, f"distill_{name}", {"result": distill(dcfg)})
-        if f"export_{name}" not in status["stages"]:
-            from deepdistill.export.config import ExportConfig
-            from deepdistill.export.writer import export_run
+                export_run(ExportConfig(student=str(sdir), out=str(odir), overwrite=True))
+                _mark(out, status, f"{key}export_{name}")
+            students[root].append((name, str(sdir), str(odir)))
 
-            export_run(ExportConfig(student=str(sdir), out=str(odir), overwrite=True))
-            _mark(out, status, f"export_{name}")
-        students.append(str(sdir))
-        onnx_dirs.append(str(odir))
+    # 3. each student's network trained directly, with the teachers' recipe, seed and budget
+    directs: dict[str, str] = {}
+    for name, depth, width in (_students(cfg.preset, cfg.arch) if cfg.direct else []):
+        ddir = out / f"direct_{name}"
+        dcfg = direct_config(next(iter(teachers.values())), cfg.arch, depth, width, ddir)
+        same = next((t.out for t in teachers.values() if _recipe(t) == _recipe(dcfg)), None)
+        if same is not None:  # a teacher is this network trained with this recipe and seed: the same run
+            directs[name] = same
+            _mark(out, status, f"direct_{name}", {"same_as": same})
+            continue
+        if f"direct_{name}" not in status["stages"]:
+            _mark(out, status, f"direct_{name}", {"eval": train_teacher(dataclasses.replace(dcfg, resume=started(ddir)))})
+        directs[name] = str(ddir)
 
-    report_dir = out / "report"
-    report = evaluate(EvaluateConfig(teacher=str(teacher_dir), student=tuple(students), onnx=tuple(onnx_dirs),
-                                     episodes=episodes, out=str(report_dir), progress=cfg.progress))
-    _mark(out, status, "evaluate")
-    print(table(report))
+    # 4. one report per teacher, and over teacher depths, success against depth
+    reports = {}
+    for root, _ in _teacher_roots(cfg.preset):
+        base = out / root if root else out
+        mine = tuple(dict.fromkeys(directs[name] for name, _, _ in students[root] if name in directs))
+        reports[root] = evaluate(EvaluateConfig(
+            teacher=teachers[root].out, student=tuple(s for _, s, _ in students[root]),
+            onnx=tuple(o for _, _, o in students[root]), direct=mine, episodes=episodes, out=str(base / "report"),
+            progress=cfg.progress))
+        _mark(out, status, f"{root}/evaluate" if root else "evaluate")
+        print(f"\n{summary(reports[root])}")
+    if len(reports) > 1:
+        from deepdistill.evaluate.sweep import write_depth_sweep
+
+        paths = write_depth_sweep({teachers[root].depth: rep for root, rep in reports.items()}, out / "report")
+        print(f"\nsuccess against teacher depth: {paths['md']} (plots beside it); runs under {out}/")
+        return {"reports": reports, "paths": paths}
+    report = reports[""]
     print(f"\nreport: {report['paths']['md']} (plots beside it); runs under {out}/")
     return report
 

@@ -64,33 +64,57 @@ def chunked(keys: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
         yield part, valid
 
 
-class Summary:
-    """Success rate, time at goal and final distance accumulated over chunks of episodes."""
-
-    def __init__(self):
-        self.n, self.success, self.time, self.final = 0, 0.0, 0.0, 0.0
-
-    def add(self, success: np.ndarray, distance: np.ndarray) -> None:
-        """``success [T, N]``, ``distance [T, N]`` of ``N`` episodes."""
-        success = np.asarray(success, np.float64)
-        self.n += success.shape[1]
-        self.success += float(success.max(axis=0).sum())
-        self.time += float(success.sum())
-        self.final += float(np.asarray(distance, np.float64)[-1].sum())
-
-    def result(self) -> dict[str, float]:
-        return {"success_rate": self.success / self.n, "time_at_goal": self.time / self.n,
-                "final_distance": self.final / self.n}
+def episode_metrics(result: dict) -> dict[str, np.ndarray]:
+    """Per episode ``[N]``: ``success`` (1 if the goal was reached at any step, else 0), ``time_at_goal``
+    (steps within the threshold) and ``final_distance``."""
+    success = np.asarray(result["success"])
+    return {"success": success.max(axis=0).astype(np.float64), "time_at_goal": success.sum(axis=0).astype(np.float64),
+            "final_distance": np.asarray(result["distance"])[-1].astype(np.float64)}
 
 
 def summarize(result: dict) -> dict[str, float]:
-    """Success rate (goal reached at any step), time at goal (steps within the threshold), final distance."""
-    success = np.asarray(result["success"])
-    return {
-        "success_rate": float(np.mean(success.max(axis=0))),
-        "time_at_goal": float(np.mean(success.sum(axis=0))),
-        "final_distance": float(np.mean(np.asarray(result["distance"])[-1])),
-    }
+    """Success rate (goal reached at any step), time at goal (steps within the threshold), final distance:
+    the means over episodes of :func:`episode_metrics`."""
+    return mean_metrics(episode_metrics(result))
+
+
+def mean_metrics(per_episode: dict[str, np.ndarray]) -> dict[str, float]:
+    """``success_rate``, ``time_at_goal``, ``final_distance``: the means of :func:`episode_metrics`."""
+    names = {"success": "success_rate", "time_at_goal": "time_at_goal", "final_distance": "final_distance"}
+    return {names[k]: float(np.mean(v)) for k, v in per_episode.items()}
+
+
+def summarize_splits(per_split: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """``{split: episode_metrics}`` -> the flat ``{split/metric: mean}`` every evaluation reports."""
+    return _flatten({split: mean_metrics(m) for split, m in per_split.items()})
+
+
+def _episodes_in_chunks(env: GoalEnv, run_chunk: Callable[[str, np.ndarray], dict], num_episodes: int, seed: int,
+                        progress: Optional[Callable[[int], None]]) -> dict[str, dict[str, np.ndarray]]:
+    """``{split: episode_metrics}`` of ``num_episodes`` per eval split, run ``run_chunk(split, keys)`` at a
+    time in chunks of :func:`chunk_size` episodes (one chunk when they fit); ``progress(n)`` after each."""
+    size = chunk_size(num_episodes, env.spec.episode_length)
+    out = {}
+    for i, split in enumerate(env.spec.eval_splits):
+        parts = []
+        for keys, valid in chunked(np.asarray(jax.random.split(split_key(seed, i), num_episodes)), size):
+            parts.append({k: v[:valid] for k, v in episode_metrics(run_chunk(split, keys)).items()})
+            if progress:
+                progress(valid)
+        out[split] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return out
+
+
+def make_episode_evaluator(env: GoalEnv, policy: PolicyFn, num_episodes: int, seed: int = 12345,
+                           progress: Optional[Callable[[int], None]] = None):
+    """A function ``params -> {split: episode_metrics}`` (per-episode arrays ``[N]``) over every eval
+    split of ``env``: the same episodes (starts and goals) at every call and for every policy. More
+    episodes than one call holds (:func:`chunk_size`) run in chunks of the same episodes; ``progress(n)``
+    is told each chunk's ``n``."""
+    fns = {split: jax.jit(lambda p, keys, split=split: rollout_keys(env, policy, p, keys, split))
+           for split in env.spec.eval_splits}
+    return lambda params: _episodes_in_chunks(
+        env, lambda split, keys: jax.device_get(fns[split](params, keys)), num_episodes, seed, progress)
 
 
 def make_evaluator(env: GoalEnv, policy: PolicyFn, num_episodes: int, seed: int = 12345,
@@ -98,32 +122,10 @@ def make_evaluator(env: GoalEnv, policy: PolicyFn, num_episodes: int, seed: int 
     """A function ``params -> {split/metric: value}`` over every eval split of ``env``.
 
     Goals and starts are the same at every call (fixed key), so successive evaluations and
-    different policies are compared on identical episodes. More episodes than one call holds
-    (:func:`chunk_size`) run in chunks of the same episodes; ``progress(n)`` is told each chunk's ``n``.
+    different policies are compared on identical episodes (see :func:`make_episode_evaluator`).
     """
-    size = chunk_size(num_episodes, env.spec.episode_length)
-    fns = {split: jax.jit(lambda p, keys, split=split: rollout_keys(env, policy, p, keys, split))
-           for split in env.spec.eval_splits}
-
-    def evaluate(params) -> dict[str, float]:
-        out = {}
-        for i, (split, fn) in enumerate(fns.items()):
-            keys = jax.random.split(split_key(seed, i), num_episodes)
-            if size == num_episodes:  # one call: the figures of every evaluation before chunks existed
-                out[split] = summarize(jax.device_get(fn(params, keys)))
-                if progress:
-                    progress(num_episodes)
-                continue
-            total = Summary()
-            for part, valid in chunked(np.asarray(keys), size):
-                r = jax.device_get(fn(params, part))
-                total.add(r["success"][:, :valid], r["distance"][:, :valid])
-                if progress:
-                    progress(valid)
-            out[split] = total.result()
-        return _flatten(out)
-
-    return evaluate
+    episodes = make_episode_evaluator(env, policy, num_episodes, seed, progress)
+    return lambda params: summarize_splits(episodes(params))
 
 
 def split_key(seed: int, index: int) -> jax.Array:
@@ -175,29 +177,17 @@ def host_rollout_keys(env: GoalEnv, act: Callable[[np.ndarray, np.ndarray], np.n
     return out
 
 
+def make_host_episode_evaluator(env: GoalEnv, num_episodes: int, seed: int = 12345,
+                                progress: Optional[Callable[[int], None]] = None):
+    """Like :func:`make_episode_evaluator` (same episodes, same chunks) for a host policy
+    ``act(state [B, S], goal [B, G])``."""
+    fns = {split: _host_fns(env, split) for split in env.spec.eval_splits}
+    return lambda act: _episodes_in_chunks(
+        env, lambda split, keys: host_rollout_keys(env, act, keys, split, fns=fns[split]), num_episodes, seed, progress)
+
+
 def make_host_evaluator(env: GoalEnv, num_episodes: int, seed: int = 12345,
                         progress: Optional[Callable[[int], None]] = None):
-    """Like ``make_evaluator`` (same episodes, same chunks) for a host policy ``act(state [B, S], goal [B, G])``."""
-    size = chunk_size(num_episodes, env.spec.episode_length)
-
-    fns = {split: _host_fns(env, split) for split in env.spec.eval_splits}
-
-    def evaluate(act) -> dict[str, float]:
-        out = {}
-        for i, split in enumerate(env.spec.eval_splits):
-            keys = jax.random.split(split_key(seed, i), num_episodes)
-            if size == num_episodes:
-                out[split] = summarize(host_rollout_keys(env, act, keys, split, fns=fns[split]))
-                if progress:
-                    progress(num_episodes)
-                continue
-            total = Summary()
-            for part, valid in chunked(np.asarray(keys), size):
-                r = host_rollout_keys(env, act, part, split, fns=fns[split])
-                total.add(r["success"][:, :valid], r["distance"][:, :valid])
-                if progress:
-                    progress(valid)
-            out[split] = total.result()
-        return _flatten(out)
-
-    return evaluate
+    """Like :func:`make_evaluator` (same episodes, same chunks) for a host policy ``act(state [B, S], goal [B, G])``."""
+    episodes = make_host_episode_evaluator(env, num_episodes, seed, progress)
+    return lambda act: summarize_splits(episodes(act))

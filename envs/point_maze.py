@@ -8,6 +8,13 @@ boundary per axis, so walls (the arena's edge included) can never be crossed or 
 ``point_maze`` evaluates on two splits: ``random`` (start and goal anywhere in free space) and
 ``hard`` (start and goal in opposite arms of the U, so the straight line is blocked by the wall):
 random goals alone hide a policy that only goes straight.
+
+The larger mazes (``point_u4_maze``, ``point_u5_maze``, ``point_big_maze``, ``point_hardest_maze``)
+use the paper's layouts (``envs/mazes.py``: ``S`` start cell, ``F`` far goal cells) with this point
+mass: training and the ``random`` split start and aim anywhere in free space, and the ``far`` split
+starts in the ``S`` cell and aims at a far cell (the paper's evaluation), so the shortest path runs
+7 to 16 cells around walls. A row of the layout is ``y``, a column ``x`` (the ant mazes' layouts,
+transposed: the same graph of cells).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy as np
 
 from deepdistill.envs import register
 from deepdistill.envs.base import EnvSpec, GoalEnv
+from deepdistill.envs.mazes import LAYOUTS
 from deepdistill.envs.observation import declare_terms
 
 U_MAZE = (
@@ -48,6 +56,11 @@ def parse_layout(layout: tuple[str, ...]) -> np.ndarray:
     return grid
 
 
+def cells_marked(layout: tuple[str, ...], marks: str) -> np.ndarray:
+    """``[N, 2]`` (row, col) of the cells whose symbol is one of ``marks``."""
+    return np.argwhere(np.array([[c in marks for c in row] for row in layout]))
+
+
 class PointMaze(GoalEnv):
     """A point mass in a walled grid. State: ``(x, y)``; goal: ``(x, y)``; action in ``[-1, 1]^2``."""
 
@@ -62,7 +75,9 @@ class PointMaze(GoalEnv):
         hard_arms: tuple | None = U_ARMS,
         resample_goal_on_success: bool = False,
         margin: float = 0.1,
+        far_split: bool = False,
     ):
+        """``far_split``: evaluate also on ``far`` episodes, from the layout's ``S`` cell to its ``F`` cells."""
         if not 0 < max_step < cell_size:
             raise ValueError("max_step must be in (0, cell_size): a step may cross at most one cell boundary")
         self.walls_np = parse_layout(layout)
@@ -74,6 +89,12 @@ class PointMaze(GoalEnv):
         self.free_cells = jnp.asarray(np.argwhere(~self.walls_np), dtype=jnp.int32)  # [F, 2] (row, col)
         self.hard_arms = None if hard_arms is None else jnp.asarray(hard_arms, dtype=jnp.int32)
         splits = ("random", "hard") if hard_arms is not None else ("random",)
+        if far_split:
+            starts, far = cells_marked(layout, "S"), cells_marked(layout, "F")
+            if len(starts) != 1 or not len(far):
+                raise ValueError("far_split needs a layout with one 'S' cell and at least one 'F' cell")
+            self.start_cell, self.far_cells = jnp.asarray(starts[0], jnp.int32), jnp.asarray(far, jnp.int32)
+            splits += ("far",)
         self.spec = EnvSpec(
             name=name,
             state_size=2,
@@ -137,6 +158,11 @@ class PointMaze(GoalEnv):
             goal_cell = self.hard_arms[1 - side, jnp.minimum((u[2] * n).astype(jnp.int32), n - 1)]
             start = self._point_in_cell(u[3:5], start_cell)
             goal = self._point_in_cell(u[5:7], goal_cell)
+        elif split == "far":
+            u = jax.random.uniform(k_hard, (5,))
+            n = self.far_cells.shape[0]
+            start = self._point_in_cell(u[0:2], self.start_cell)
+            goal = self._point_in_cell(u[2:4], self.far_cells[jnp.minimum((u[4] * n).astype(jnp.int32), n - 1)])
         else:
             start = self._sample_free(k_start)
             goal = self._sample_free(k_goal)
@@ -152,6 +178,15 @@ register(
     lambda training, **kw: PointMaze(U_MAZE, "point_maze", resample_goal_on_success=training, **kw),
     "2D point mass in a U maze (pure JAX, CPU-fast); eval splits: random, hard",
 )
+for _name, _episode_length in (("u4_maze", 200), ("u5_maze", 200), ("big_maze", 200), ("hardest_maze", 250)):
+    register(
+        f"point_{_name}",
+        lambda training, _name=_name, _T=_episode_length, **kw: PointMaze(
+            LAYOUTS[_name], f"point_{_name}", hard_arms=None, far_split=True, resample_goal_on_success=training,
+            **{"episode_length": _T, **kw}),
+        f"2D point mass in the paper's {_name.replace('_', ' ')} layout (pure JAX); eval splits: random, far",
+    )
+
 register(
     "point_arena",
     lambda training, **kw: PointMaze(OPEN_ARENA, "point_arena", hard_arms=None, resample_goal_on_success=training, **kw),

@@ -7,11 +7,11 @@ from deepdistill.evaluate.config import EvaluateConfig
 
 
 def _main(cfg: EvaluateConfig) -> None:
-    from deepdistill.evaluate.report import table
+    from deepdistill.evaluate.report import summary
     from deepdistill.evaluate.run import evaluate
 
     report = evaluate(cfg)
-    print(table(report))
+    print(summary(report))
     print(f"report: {report['paths']['md']}")
 
 

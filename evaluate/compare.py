@@ -22,7 +22,9 @@ from deepdistill.student.policy import PolicyRun
 from deepdistill.student.interface import ArchitectureError, networks_from_dict
 from deepdistill.envs import GoalEnv, make_env
 from deepdistill.core.heads import pairwise_energy
-from deepdistill.core.rollout import host_rollout, make_evaluator, make_host_evaluator, rollout, split_key
+from deepdistill.core.rollout import (host_rollout, make_episode_evaluator, make_host_evaluator, rollout, split_key,
+                                     summarize_splits)
+from deepdistill.evaluate import dividend as D
 
 
 def _percentiles_us(samples: list[float]) -> dict[str, float]:
@@ -106,8 +108,13 @@ def compare(
     viewer: bool = True,
     native: bool = True,
     progress: Optional[Callable[[str, int], None]] = None,
+    directs: Sequence[PolicyRun] = (),
 ) -> dict:
     """Evaluate every policy on identical episodes; returns the report (see ``write_report``).
+
+    ``directs``: runs of a student's network trained directly with contrastive RL (``train-teacher
+    --arch/--depth/--width`` of the student, the teacher's recipe): ``report["dividend"]`` pairs each
+    student with the direct run of its network, episode by episode (:mod:`deepdistill.evaluate.dividend`).
 
     ``onnx_policies``: ``(name, policy)`` pairs, ``policy.act(state [B, S], goal [B, G]) -> [B, A]``.
     ``viewer``: on a Brax task, also replay the first trajectory episode of every policy for brax's
@@ -128,12 +135,16 @@ def compare(
     host_policies: list[tuple[str, Callable]] = []  # (name, act(state [1, S], goal [1, G])) for the viewer
     split = "hard" if "hard" in env.spec.eval_splits else env.spec.eval_splits[-1]
     split_index = env.spec.eval_splits.index(split)
-    for i, run in enumerate([teacher, *students]):
-        name = "teacher" if i == 0 else f"student:{Path(run.run_dir).name}"
+    per_episode: dict[str, dict] = {}  # name -> {split: episode_metrics}: the same episodes for every policy
+    runs = [("teacher", teacher), *(("student", s) for s in students), *(("direct", d) for d in directs)]
+    for kind, run in runs:
+        name = {"teacher": "teacher", "student": f"student:{Path(run.run_dir).name}", "direct": f"direct:{run_label(run)}"}[kind]
         fn = lambda p, s, g, nets=run.nets: policy(p, s, g, nets)  # noqa: E731
-        ev = make_evaluator(env, fn, episodes, seed, tick(name))(run.params["actor"])
-        kind = "teacher" if i == 0 else "student"
-        entries.append(policy_summary(name, kind, run, ev, jax_latency(run, latency_samples)))
+        per_episode[name] = make_episode_evaluator(env, fn, episodes, seed, tick(name))(run.params["actor"])
+        entry = policy_summary(name, kind, run, summarize_splits(per_episode[name]), jax_latency(run, latency_samples))
+        if kind != "student":  # train-teacher runs: their checkpoint step counts env steps
+            entry["env_steps"] = int(run.step)
+        entries.append(entry)
         traj = jax.jit(lambda p, k, fn=fn: rollout(env, fn, p, k, min(episodes, 8), split))(
             run.params["actor"], split_key(seed, split_index))
         trajectories[name] = {"states": np.asarray(traj["states"]), "goals": np.asarray(traj["goals"])}
@@ -163,7 +174,8 @@ def compare(
             _, starts = jax_starts(env, split_key(seed, split_index), min(episodes, 8), split)
             res = ctl.rollout(starts)
             trajectories[entries[-1]["name"]] = {"states": res["observations"], "goals": res["goals"]}
-    entries.append(random_row(env, episodes, seed, tick("random")))
+    row, per_episode["random"] = random_row(env, episodes, seed, tick("random"))
+    entries.append(row)
 
     # agreement on the states the teacher visits (random split) toward its goals
     res = jax.jit(lambda p: rollout(env, lambda p, s, g: policy(p, s, g, teacher.nets), p,
@@ -174,6 +186,7 @@ def compare(
     agreements = {f"student:{Path(s.run_dir).name}": agreement(teacher, s, states, goals, seed) for s in students}
 
     students_e = [e for e in entries if e["kind"] == "student"]
+    directs_e = [e for e in entries if e["kind"] == "direct"]
     onnx_e = [e for e in entries if e["kind"] == "onnx"]
     native_e = [e for e in entries if e["kind"] == "native"]
     report = {
@@ -184,12 +197,17 @@ def compare(
         "teacher": entries[0],
         "student": students_e[0] if students_e else None,
         "students": students_e,
+        "direct": directs_e[0] if directs_e else None,
+        "directs": directs_e,
+        "dividend": dividends(students, directs, per_episode),
         "onnx": onnx_e[0] if onnx_e else None,
         "onnx_all": onnx_e,
         "native_mujoco": {e["onnx"]: {k: v for k, v in e.items() if k not in ("name", "kind", "onnx")} for e in native_e},
         "native_all": native_e,
         "random": next(e for e in entries if e["kind"] == "random"),
         "agreement": agreements,
+        "per_episode": {name: {split: {m: np.asarray(v).tolist() for m, v in res.items() if m in D.METRICS}
+                               for split, res in splits.items()} for name, splits in per_episode.items()},
         "machine": _machine(),
     }
     report["_trajectories"] = trajectories  # dropped from report.json; used for the plot
@@ -200,13 +218,42 @@ def compare(
     return report
 
 
-def evaluation_rows(env: GoalEnv, students: int, onnx_policies: Sequence[tuple[str, object]], native: bool = True) -> int:
-    """Rows of the comparison that evaluate ``episodes`` per split: the teacher, each student, each ONNX
-    policy (and its native MuJoCo row, where it has one), random actions."""
+def evaluation_rows(env: GoalEnv, students: int, onnx_policies: Sequence[tuple[str, object]], native: bool = True,
+                    directs: int = 0) -> int:
+    """Rows of the comparison that evaluate ``episodes`` per split: the teacher, each student, each direct
+    run, each ONNX policy (and its native MuJoCo row, where it has one), random actions."""
     natives = sum(bool(native and getattr(env, "native", False) and ((getattr(p, "metadata", None) or {})
                                                                      .get("controller") or {}).get("native"))
                   for _, p in onnx_policies)
-    return 1 + students + len(onnx_policies) + natives + 1
+    return 1 + students + directs + len(onnx_policies) + natives + 1
+
+
+def dividends(students: Sequence[PolicyRun], directs: Sequence[PolicyRun], per_episode: dict) -> list[dict]:
+    """One entry per student: its dividend over the direct run of the same network, or why there is none
+    (no direct run of its network; it observes something else than the teacher)."""
+    out = []
+    for s in students:
+        name = f"student:{Path(s.run_dir).name}"
+        reason = D.observation_difference(s)
+        match = next((d for d in directs if D.same_network(d.nets, s.nets)), None)
+        if reason is None and match is None:
+            reason = "no direct run of its network was given (pipeline without --no-direct, or evaluate --direct)"
+        if reason is not None:
+            out.append({"student": name, "direct": None if match is None else f"direct:{run_label(match)}",
+                        "skipped": reason})
+            continue
+        dname = f"direct:{run_label(match)}"
+        splits = D.dividend(per_episode[name], per_episode[dname])
+        out.append({"student": name, "direct": dname, "splits": splits, "verdict": D.verdict(splits),
+                    "direct_env_steps": int(match.step)})
+    return out
+
+
+def run_label(run: PolicyRun) -> str:
+    """A run's name in a report: its folder's name, with the parent's for a folder named ``teacher`` (a
+    direct baseline can be another pipeline teacher's run, e.g. ``t4/teacher``)."""
+    path = Path(run.run_dir)
+    return f"{path.parent.name}/{path.name}" if path.name == "teacher" else path.name
 
 
 def exported_from(meta: dict, students: Sequence[PolicyRun], entries: list[dict]) -> Optional[dict]:

@@ -16,6 +16,10 @@ class EvaluateConfig:
     """A `train-teacher` run directory."""
     student: tuple[str, ...] = ("runs/student",)
     """One or more `distill` run directories (a sweep is drawn on one plot)."""
+    direct: tuple[str, ...] = ()
+    """`train-teacher` runs of a student's network trained directly (`--arch/--depth/--width` of the student,
+    the teacher's recipe): the report pairs each student with the run of its network, episode by episode,
+    and states the dividend (student - direct). Each must be of the teacher's task and match a student's size."""
     onnx: tuple[str, ...] = ()
     """Directories written by `export-onnx` (each holds policy.onnx) to evaluate as well."""
     episodes: int = 256

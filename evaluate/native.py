@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from deepdistill.envs import GoalEnv
-from deepdistill.core.rollout import _flatten, chunk_size, chunked, make_host_evaluator, split_key
+from deepdistill.core.rollout import _flatten, chunk_size, chunked, make_host_episode_evaluator, split_key, summarize_splits
 
 SIM2SIM_STEPS = 10
 SIM2SIM_EPISODES = 16
@@ -24,10 +24,12 @@ def random_policy(env: GoalEnv, seed: int) -> Callable[[np.ndarray, np.ndarray],
     return lambda s, g: rng.uniform(lo, hi, (len(s), A)).astype(np.float32)
 
 
-def random_row(env: GoalEnv, episodes: int, seed: int, progress: Optional[Callable[[int], None]] = None) -> dict:
-    """The random policy on the same episodes as every other row."""
-    ev = make_host_evaluator(env, episodes, seed, progress)(random_policy(env, seed))
-    return {"name": "random", "kind": "random", **ev}
+def random_row(env: GoalEnv, episodes: int, seed: int, progress: Optional[Callable[[int], None]] = None
+               ) -> tuple[dict, dict]:
+    """The random policy on the same episodes as every other row: its report row and its per-episode
+    results ``{split: episode_metrics}``."""
+    per_episode = make_host_episode_evaluator(env, episodes, seed, progress)(random_policy(env, seed))
+    return {"name": "random", "kind": "random", **summarize_splits(per_episode)}, per_episode
 
 
 def jax_starts(env: GoalEnv, key: jax.Array, n: int, split: str, jit: Callable = jax.jit, keys: Any = None

@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 from deepdistill.core.rundir import atomic_write  # noqa: E402
 from deepdistill.envs import make_env  # noqa: E402
 
-COLORS = {"teacher": "#d62728", "student": "#1f77b4", "onnx": "#2ca02c", "native": "#9467bd"}
+COLORS = {"teacher": "#d62728", "student": "#1f77b4", "direct": "#ff7f0e", "onnx": "#2ca02c", "native": "#9467bd",
+          "random": "#7f7f7f"}
 
 
 def save(fig, path: Path) -> None:
@@ -28,7 +29,8 @@ def save(fig, path: Path) -> None:
 
 
 def _rows(report: dict) -> list[dict]:
-    return [report["teacher"], *report["students"], *report["onnx_all"], *report.get("native_all", [])]
+    return [report["teacher"], *report["students"], *report.get("directs", []), *report["onnx_all"],
+            *report.get("native_all", [])]
 
 
 def success_vs_cost(report: dict, out_dir: Path) -> list[str]:
@@ -71,10 +73,43 @@ def success_vs_cost(report: dict, out_dir: Path) -> list[str]:
     return paths
 
 
+def side_by_side(report: dict, out_dir: Path) -> str:
+    """Teacher, students, direct runs and random actions side by side: success and time at goal per eval
+    split, with 95% intervals over the episodes (the same episodes for every bar)."""
+    from deepdistill.evaluate.dividend import mean_interval
+
+    names = [r["name"] for r in [report["teacher"], *report["students"], *report.get("directs", []), report["random"]]]
+    kinds = {r["name"]: r["kind"] for r in _rows(report) + [report["random"]]}
+    splits = report["eval_splits"]
+    fig, axes = plt.subplots(1, 2, figsize=(4.2 + 1.6 * len(names), 4.2), dpi=120)
+    width = 0.8 / len(names)
+    for ax, (metric, label) in zip(axes, (("success", "success rate"), ("time_at_goal", "time at goal (steps)"))):
+        for i, name in enumerate(names):
+            per = report["per_episode"][name]
+            stats = [mean_interval(per[s][metric]) for s in splits]
+            x = np.arange(len(splits)) + (i - (len(names) - 1) / 2) * width
+            ax.bar(x, [st["mean"] for st in stats], width, color=COLORS[kinds[name]], edgecolor="black", linewidth=0.5,
+                   yerr=[[st["mean"] - st["ci_low"] for st in stats], [st["ci_high"] - st["mean"] for st in stats]],
+                   capsize=2, label=name, alpha=0.6 if kinds[name] == "direct" else 0.9,
+                   hatch="//" if kinds[name] == "direct" else None)
+        ax.set_xticks(np.arange(len(splits)), [f"{s} goals" for s in splits])
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylim(0, 1.05)
+    fig.suptitle(f"{report['env']}: did distillation pay? (bars: mean over {report['episodes']} episodes, 95% interval)",
+                 fontsize=9)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(len(names), 4), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1 + 0.04 * (len(names) > 4), 1, 0.95))
+    path = out_dir / "side_by_side.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
 def _short(r: dict) -> str:
     if r["kind"] == "teacher":
         return f"teacher d{r.get('actor_depth')}"
-    tag = r["kind"] if r["kind"] in ("onnx", "native") else "student"
+    tag = r["kind"] if r["kind"] in ("onnx", "native", "direct") else "student"
     return f"{tag} d{r.get('actor_depth', '?')} w{r.get('actor_width', '?')}"
 
 
@@ -120,4 +155,43 @@ def trajectories(report: dict, trajs: dict[str, dict], out_dir: Path) -> str:
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     path = out_dir / "trajectories.png"
     save(fig, path)
+    return str(path)
+
+
+def depth_sweep(doc: dict, out_dir: Path) -> str:
+    """Success and time at goal against the teacher's depth (log2 axis), per eval split: teacher,
+    student and direct runs with 95% intervals over the episodes; random actions as a floor."""
+    splits = doc["eval_splits"]
+    fig, axes = plt.subplots(2, len(splits), figsize=(4.4 * len(splits), 6.8), dpi=120, squeeze=False)
+    for col, split in enumerate(splits):
+        for row, (metric, label) in enumerate((("success", "success rate"), ("time_at_goal", "time at goal (steps)"))):
+            ax = axes[row, col]
+            for role in ("teacher", "student", "direct", "random"):
+                pts = [(r["teacher_depth"], r[f"{split}/{metric}"]) for r in doc["rows"] if r["role"] == role]
+                if not pts:
+                    continue
+                x = [max(d, 1) for d, _ in pts]
+                y = [m["mean"] for _, m in pts]
+                err = [[m["mean"] - m["ci_low"] for _, m in pts], [m["ci_high"] - m["mean"] for _, m in pts]]
+                style = dict(color=COLORS[role], marker="o", capsize=3, lw=1.5)
+                if role in ("direct", "random"):  # the same run at every teacher depth
+                    style.update(linestyle="--" if role == "direct" else ":", marker="")
+                ax.errorbar(x, y, yerr=err, label=role, **style)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks([max(r["teacher_depth"], 1) for r in doc["rows"] if r["role"] == "teacher"])
+            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            if metric == "success":
+                ax.set_ylim(-0.03, 1.05)
+            ax.set_xlabel("teacher depth")
+            ax.set_ylabel(label)
+            ax.set_title(f"{split} goals", fontsize=9)
+            ax.grid(True, alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    student = next((r for r in doc["rows"] if r["role"] == "student"), None)
+    size = f" (student and direct: depth {student['actor_depth']}, width {student['actor_width']})" if student else ""
+    fig.suptitle(f"{doc['env']}: teacher depth against student and direct training{size}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    path = out_dir / "success_vs_teacher_depth.png"
+    fig.savefig(path)
+    plt.close(fig)
     return str(path)

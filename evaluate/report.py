@@ -27,9 +27,9 @@ COLUMNS = [
 
 
 def rows(report: dict) -> list[dict]:
-    """Every row of the report's table: teacher, students, ONNX, native MuJoCo, random actions."""
-    return [report["teacher"], *report["students"], *report["onnx_all"], *report.get("native_all", []),
-            *([report["random"]] if report.get("random") else [])]
+    """Every row of the report's table: teacher, students, direct runs, ONNX, native MuJoCo, random actions."""
+    return [report["teacher"], *report["students"], *report.get("directs", []), *report["onnx_all"],
+            *report.get("native_all", []), *([report["random"]] if report.get("random") else [])]
 
 
 def table(report: dict) -> str:
@@ -40,6 +40,13 @@ def table(report: dict) -> str:
         cells = [c[2].format(r[c[0]]) if r.get(c[0]) is not None else "" for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def summary(report: dict) -> str:
+    """What the CLIs print: the table, then each student's dividend line."""
+    from deepdistill.evaluate.dividend import dividend_line
+
+    return "\n".join([table(report), *(dividend_line(d) for d in report.get("dividend", []))])
 
 
 def markdown(report: dict, plots: Sequence[str]) -> str:
@@ -54,6 +61,8 @@ def markdown(report: dict, plots: Sequence[str]) -> str:
             rep = [f"{a[k]:.3f}" if k in a else "n/a" for k in ("cka_phi", "cka_psi", "logits_pearson")]
             out.append(f"| {name} | {a['action_mse']:.4f} | {a['action_cosine']:.3f} | " + " | ".join(rep) + " |")
         out.append("")
+    if report.get("dividend"):
+        out += dividend_section(report)
     for s in report["students"]:
         keep = s["success_rate"] / t["success_rate"] if t["success_rate"] else float("nan")
         speed = t["latency_us_p50"] / s["latency_us_p50"]
@@ -78,6 +87,25 @@ def markdown(report: dict, plots: Sequence[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def dividend_section(report: dict) -> list[str]:
+    """``## Did distillation pay?``: what the direct rows are, and one dividend line per student."""
+    from deepdistill.evaluate.dividend import dividend_line
+
+    t = report["teacher"]
+    out = ["## Did distillation pay?", "",
+           f"`direct:` rows are the student's network trained directly with contrastive RL, with the teacher's "
+           f"recipe and budget (teacher: {t.get('env_steps', 0):,} env steps), evaluated on the same episodes. The "
+           f"dividend is the student minus the direct network, episode by episode; an interval that excludes 0 "
+           f"is a difference the episodes resolve.", ""]
+    for d in report["dividend"]:
+        out.append(dividend_line(d))
+        steps = d.get("direct_env_steps")
+        if steps is not None and steps != t.get("env_steps"):
+            out.append(f"  (the direct run trained for {steps:,} env steps, the teacher for {t.get('env_steps', 0):,}: "
+                       f"not the same budget)")
+    return out + [""]
+
+
 def _ratio(row: dict, ref: dict, key: str) -> str:
     return f"{row[key] / ref[key]:.0%}" if ref.get(key) else "n/a"
 
@@ -95,6 +123,8 @@ def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict:
         from deepdistill.evaluate import plots as P
 
         written += P.success_vs_cost(report, out_dir)
+        if report.get("per_episode"):
+            written.append(P.side_by_side(report, out_dir))
         written.append(P.trajectories(report, trajectories, out_dir))
     write_json_atomic(out_dir / "report.json", report)
     atomic_write(out_dir / "report.md", markdown(report, written))

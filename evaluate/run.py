@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deepdistill.core.errors import ConfigError, RunError
 from deepdistill.core.memory import device_memory, fmt_bytes, tree_bytes
 from deepdistill.core.rollout import chunk_size
 from deepdistill.core.rundir import check_writable_dir, exclusive
 from deepdistill.evaluate.config import EvaluateConfig
+
+if TYPE_CHECKING:
+    from deepdistill.student.policy import PolicyRun
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -34,6 +38,7 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
         if s.sensed:
             raise RunError(f"--student {s.run_dir}: a student with its own sensors (observation_model.json) is not "
                            f"evaluated by this version yet")
+    directs = [load_direct(d, teacher, students) for d in cfg.direct]
     onnx = []
     for d in cfg.onnx:
         policy = OnnxPolicy(str(check_onnx_dir(d)))
@@ -42,7 +47,7 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
         onnx.append((f"onnx:{Path(d).name}", policy))
     env = make_env(teacher.spec.name, episode_length=teacher.config.get("episode_length"))
     check_evaluation_size(env, cfg.episodes)  # before any rollout allocates
-    rows = evaluation_rows(env, len(students), onnx, cfg.native)
+    rows = evaluation_rows(env, len(students), onnx, cfg.native, len(directs))
     splits = len(env.spec.eval_splits)
     total = rows * splits * cfg.episodes
     bar = Progress("evaluate", total, "episodes", cfg.progress)
@@ -56,7 +61,8 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
 
     with bar.running():
         report = compare(teacher, students, onnx, cfg.episodes, cfg.seed, cfg.latency_samples, env=env,
-                         viewer=cfg.viewer, native=cfg.native, progress=progress)
+                         viewer=cfg.viewer, native=cfg.native, progress=progress,
+                         directs=directs)
     paths = write_report(report, cfg.out, cfg.plots)
     report["paths"] = paths
     return report
@@ -81,6 +87,31 @@ def check_evaluation_size(env, episodes: int) -> None:
                           f"for its key, and {fmt_bytes(3 * chunk * per_episode)} for a chunk of {chunk:,} episodes of "
                           f"{T:,} steps) but the device has {fmt_bytes(limit)} ({source}); use at most "
                           f"{most:,} (256 is the usual figure)")
+
+
+def load_direct(path: str, teacher, students) -> "PolicyRun":
+    """A ``--direct`` run: a ``train-teacher`` run of the teacher's task whose network is a student's."""
+    from deepdistill.evaluate.dividend import same_network
+    from deepdistill.student.policy import load_policy_run
+
+    run = load_policy_run(path, "teacher", "--direct")
+    t, d = teacher.spec, run.spec
+    if d.name != t.name:
+        raise RunError(f"--direct {path} was trained on task {d.name!r}, the teacher acts in {t.name!r}; give a direct "
+                       f"run of {t.name!r} (train-teacher --env {t.name} --arch/--depth/--width of the student)")
+    for field in ("state_size", "goal_size", "action_size", "goal_indices"):
+        if getattr(t, field) != getattr(d, field):
+            raise RunError(f"--direct {path}: {field} {getattr(d, field)} differs from the teacher's {getattr(t, field)}")
+    if not any(same_network(run.nets, s.nets) for s in students):
+        have = ", ".join(_size(s.nets) for s in students)
+        raise RunError(f"--direct {path}: its network ({_size(run.nets)}) matches no student ({have}); train it with "
+                       f"the student's --arch, --depth and --width")
+    return run
+
+
+def _size(nets) -> str:
+    d = nets.describe()
+    return f"{d['arch']}: " + " ".join(f"{k} {v}" for k, v in d.items() if k != "arch" and v is not None)
 
 
 def check_onnx_dir(path: str) -> Path:

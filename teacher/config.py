@@ -8,9 +8,13 @@ from typing import Any, Literal, Optional
 from deepdistill.core.distributed import DistributedConfig
 from deepdistill.core.errors import ConfigError
 from deepdistill.core.validation import check_numbers
+from deepdistill.student.interface import Size as StudentSize
 from deepdistill.student.residual import validate_block_options, validate_depth
 
 __all__ = ["ConfigError", "TeacherConfig"]
+
+# Options only the residual network has, with their defaults (a non-residual --arch refuses the others).
+RESIDUAL_OPTIONS: dict[str, Any] = {"remat": False, "block_unroll": 1, "full_unroll_max_depth": 0, "matmul_dtype": "float32"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +36,13 @@ class TeacherConfig(DistributedConfig):
     """Override the task's episode length (short smoke runs; evaluation uses it too)."""
 
     # --- architecture -------------------------------------------------------------------------
+    arch: str = "residual"
+    """Network architecture: residual (the paper's residual MLP, the default teacher) or any architecture
+    with encoders that `distill --arch` builds (`deepdistill archs`; module:Class works too), e.g. `--arch mlp`
+    to train a small student's network directly with contrastive RL (the pipeline's `direct` baseline)."""
     depth: int = 16
-    """Dense layers inside residual blocks (multiple of 4), for actor and critic."""
+    """residual: Dense layers inside residual blocks (multiple of 4, 0 allowed), for actor and critic;
+    other architectures: their own meaning (mlp: hidden layers after the first)."""
     width: int = 128
     """Hidden width, for actor and critic."""
     actor_depth: Optional[int] = None
@@ -47,9 +56,9 @@ class TeacherConfig(DistributedConfig):
     repr_dim: int = 64
     """Dimension of the representations phi(s,a) and psi(g)."""
     remat: bool = False
-    """Rematerialise residual blocks in the backward pass (less memory for very deep nets)."""
+    """Rematerialise residual blocks in the backward pass (less memory for very deep nets; residual only)."""
 
-    # --- speed options (same numbers; bf16 within bf16 rounding) ----------------------------------
+    # --- speed options of the residual network (same numbers; bf16 within bf16 rounding) -------------
     block_unroll: int = 1
     """Residual blocks per iteration of the scan over blocks (lax.scan unroll; fewer, larger GPU loop steps)."""
     full_unroll_max_depth: int = 0
@@ -138,6 +147,14 @@ class TeacherConfig(DistributedConfig):
     def critic_width_(self) -> int:
         return self.width if self.critic_width is None else self.critic_width
 
+    def size(self) -> StudentSize:
+        """Depths and widths as the architecture registry takes them (``build_student``)."""
+        return StudentSize(self.depth, self.width, self.actor_depth, self.critic_depth, self.actor_width, self.critic_width)
+
+    def residual_options(self) -> dict[str, Any]:
+        """The options of the residual network that differ from their defaults (``--remat``, ...)."""
+        return {name: getattr(self, name) for name, default in RESIDUAL_OPTIONS.items() if getattr(self, name) != default}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -152,9 +169,11 @@ class TeacherConfig(DistributedConfig):
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the field and the fix."""
         check_numbers(self)
+        if self.arch != "residual":
+            self._validate_arch()
         for name in ("depth", "actor_depth", "critic_depth"):
             v = getattr(self, name)
-            if v is not None:
+            if v is not None and self.arch == "residual":
                 try:
                     validate_depth(v, "--" + name.replace("_", "-"))
                 except ValueError as e:
@@ -189,6 +208,23 @@ class TeacherConfig(DistributedConfig):
             validate_block_options(self.block_unroll, self.full_unroll_max_depth, self.matmul_dtype)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def _validate_arch(self) -> None:
+        """A non-residual ``--arch``: no residual-only option, buildable at this size, with encoders."""
+        from deepdistill.student.interface import Interface, build_student, get_architecture
+
+        for name, value in self.residual_options().items():
+            flag = "--" + name.replace("_", "-")
+            given = flag if value is True else f"{flag} {value}"
+            raise ConfigError(f"{given} is an option of the residual network; --arch {self.arch} does not take it "
+                              f"(drop {flag} or use --arch residual)")
+        if get_architecture(self.arch).build is None:
+            raise ConfigError(f"--arch {self.arch!r} cannot be built from --depth/--width (it has no build method); "
+                              f"train-teacher needs an architecture that can (`deepdistill archs`)")
+        nets = build_student(self.arch, Interface(1, 1, 1, 1), self.size())  # tiny stand-in sizes: refuse early
+        if not nets.has_encoders:
+            raise ConfigError(f"--arch {self.arch}: contrastive RL trains the encoders phi(s,a) and psi(g), and this "
+                              f"architecture has none; choose one with encoders (`deepdistill archs`)")
 
     def validate_for_env(self, episode_length: int, num_devices: int) -> None:
         if episode_length % self.unroll_length:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from deepdistill.core.heads import Energy, pair_energy, pairwise_energy, sample_tanh_gaussian
-from deepdistill.student.residual import CRLNetworks, Params
+from deepdistill.student.interface import Params, PolicyNetworks
 
 InfoNCE = Literal["forward", "backward", "symmetric"]
 
@@ -46,7 +46,7 @@ def infonce(logits: jax.Array, kind: InfoNCE = "forward", logsumexp_penalty: flo
 
 def critic_loss(
     critic_params: dict[str, Params],
-    nets: CRLNetworks,
+    nets: PolicyNetworks,
     state: jax.Array,
     action: jax.Array,
     future_goal: jax.Array,
@@ -67,7 +67,7 @@ def critic_loss(
 def actor_loss(
     actor_params: Params,
     critic_params: dict[str, Params],
-    nets: CRLNetworks,
+    nets: PolicyNetworks,
     state: jax.Array,
     goal: jax.Array,
     alpha: jax.Array,

@@ -130,7 +130,7 @@ def measured_rate(cfg: TeacherConfig, device_kind: str) -> Optional[dict]:
                 env_steps_per_sgd_step=float(cfg.env_steps_per_sgd_step), matmul_dtype=cfg.matmul_dtype,
                 block_unroll=cfg.block_unroll, full_unroll_max_depth=cfg.full_unroll_max_depth,
                 xla_gpu_flags=cfg.xla_gpu_flags)
-    if cfg.actor_width_ != cfg.width or cfg.critic_width_ != cfg.width:
+    if cfg.arch != "residual" or cfg.actor_width_ != cfg.width or cfg.critic_width_ != cfg.width:
         return None
     for r in MEASURED_RATES:
         if all(r[k] == v for k, v in have.items()):

@@ -39,7 +39,7 @@ class TeacherStage(Stage):
         eval_env = make_env(cfg.env, episode_length=cfg.episode_length)
         self.evaluate = make_evaluator(eval_env, self.trainer.policy, cfg.num_eval_episodes)
         self.total = cfg.total_env_steps
-        self.description = f"teacher {cfg.env} d{cfg.depth}"
+        self.description = f"teacher {cfg.env} {'' if cfg.arch == 'residual' else cfg.arch + ' '}d{cfg.depth}"
 
     def run_files(self) -> dict[str, Any]:
         return {"env_spec.json": self.env.spec.to_dict(), "networks.json": self.trainer.nets.to_dict()}

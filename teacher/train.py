@@ -22,6 +22,7 @@ from deepdistill.teacher import losses
 from deepdistill.teacher.config import TeacherConfig
 from deepdistill.envs import GoalEnv
 from deepdistill.core.heads import sample_tanh_gaussian
+from deepdistill.student.interface import Interface, PolicyNetworks, build_student
 from deepdistill.student.residual import CRLNetworks
 
 
@@ -43,7 +44,12 @@ class TrainState:
         return int(self.replay.written) * self.replay.states.shape[1]
 
 
-def make_networks(cfg: TeacherConfig, spec) -> CRLNetworks:
+def make_networks(cfg: TeacherConfig, spec) -> PolicyNetworks:
+    """The networks of ``cfg.arch`` for the task ``spec``: the residual MLP with its speed options, or
+    any other architecture through the registry (:func:`deepdistill.student.interface.build_student`)."""
+    if cfg.arch != "residual":
+        return build_student(cfg.arch, Interface(spec.state_size, spec.goal_size, spec.action_size, cfg.repr_dim),
+                             cfg.size())
     return CRLNetworks(
         state_size=spec.state_size,
         goal_size=spec.goal_size,

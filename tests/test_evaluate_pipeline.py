@@ -25,7 +25,8 @@ def pipeline_out(tmp_path_factory):
 
 def test_pipeline_writes_every_stage_and_the_report(pipeline_out):
     status = json.loads((pipeline_out / "pipeline.json").read_text())
-    assert set(status["stages"]) == {"teacher", "distill_d0_w32", "export_d0_w32", "evaluate"}
+    assert set(status["stages"]) == {"teacher", "distill_d0_w32", "export_d0_w32", "direct_d0_w32", "evaluate"}
+    assert status["direct"] is True
     report = json.loads((pipeline_out / "report" / "report.json").read_text())
     for key in ("success_rate", "params"):
         assert key in report["teacher"] and key in report["student"]
@@ -41,6 +42,51 @@ def test_pipeline_writes_every_stage_and_the_report(pipeline_out):
     r = report["random"]
     assert r["kind"] == "random" and 0.0 <= r["success_rate"] <= 1.0 and r["time_at_goal"] >= 0.0
     assert "| random |" in md and report["native_mujoco"] == {} and report["native_all"] == []
+
+
+def test_the_direct_run_is_the_students_network_trained_with_the_teachers_recipe(pipeline_out):
+    from deepdistill.teacher.config import TeacherConfig
+
+    teacher = TeacherConfig.from_dict(json.loads((pipeline_out / "teacher" / "config.json").read_text()))
+    direct = TeacherConfig.from_dict(json.loads((pipeline_out / "direct_d0_w32" / "config.json").read_text()))
+    assert (direct.depth, direct.width, direct.arch) == (0, 32, "residual")
+    differs = {k for k, v in direct.to_dict().items() if v != teacher.to_dict()[k]}
+    assert differs == {"depth", "out"}  # same task, seed, budget and recipe (the smoke teacher's width is the student's)
+    student = load_policy_run(pipeline_out / "student_d0_w32", "student")
+    assert load_teacher(pipeline_out / "direct_d0_w32").nets == student.nets
+
+
+def test_report_has_a_direct_entry_like_the_students_and_the_dividend_from_its_episodes(pipeline_out):
+    from scipy.stats import t as student_t
+
+    report = json.loads((pipeline_out / "report" / "report.json").read_text())
+    d, s = report["direct"], report["student"]
+    assert d["kind"] == "direct" and d["name"] == "direct:direct_d0_w32" and report["directs"] == [d]
+    assert set(s) - {"kind", "name"} <= set(d)  # the same fields as the student's (and its env steps)
+    assert d["params"] == s["params"] and d["env_steps"] == report["teacher"]["env_steps"] > 0
+    per = report["per_episode"]
+    assert set(per) == {"teacher", s["name"], d["name"], "random"}
+    for name, entry in ((s["name"], s), (d["name"], d), ("random", report["random"])):
+        ep = per[name]["random"]
+        assert len(ep["success"]) == len(ep["time_at_goal"]) == report["episodes"]
+        assert np.mean(ep["success"]) == pytest.approx(entry["success_rate"])
+        assert np.mean(ep["time_at_goal"]) == pytest.approx(entry["time_at_goal"])
+    (div,) = report["dividend"]
+    assert (div["student"], div["direct"]) == (s["name"], d["name"])
+    for metric in ("time_at_goal", "success"):  # recomputed from the per-episode arrays
+        diff = np.asarray(per[s["name"]]["random"][metric]) - np.asarray(per[d["name"]]["random"][metric])
+        n = len(diff)
+        half = student_t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
+        got = div["splits"]["random"][metric]
+        assert got["n"] == n and got["mean"] == pytest.approx(diff.mean())
+        assert (got["ci_low"], got["ci_high"]) == pytest.approx((diff.mean() - half, diff.mean() + half))
+    t = div["splits"]["random"]["time_at_goal"]
+    md = (pipeline_out / "report" / "report.md").read_text()
+    assert "## Did distillation pay?" in md and "| direct:direct_d0_w32 |" in md
+    line = next(l for l in md.splitlines() if l.startswith("- **dividend**"))
+    assert f"time at goal {t['mean']:+.1f} [{t['ci_low']:+.1f}, {t['ci_high']:+.1f}]" in line
+    assert line.endswith(f"**{div['verdict']}**.")
+    assert (pipeline_out / "report" / "side_by_side.png").stat().st_size > 10_000
 
 
 def test_a_policy_compared_with_itself_agrees_perfectly(pipeline_out):
@@ -85,6 +131,36 @@ def test_evaluate_refuses_a_student_of_another_task(pipeline_out, tmp_path):
     r = run_cli("deepdistill.evaluate.cli", "--teacher", str(pipeline_out / "teacher"),
                 "--student", str(other), "--out", str(tmp_path / "r"))
     assert r.returncode == 2 and "was distilled on task 'point_maze'" in r.stderr
+
+
+def _evaluate_direct(pipeline_out, tmp_path, direct):
+    out = tmp_path / "r"
+    r = run_cli("deepdistill.evaluate.cli", "--teacher", str(pipeline_out / "teacher"), "--student",
+                str(pipeline_out / "student_d0_w32"), "--direct", str(direct), "--out", str(out), "--no-plots")
+    return r, out
+
+
+def test_evaluate_refuses_a_direct_run_of_another_task(pipeline_out, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(pipeline_out / "direct_d0_w32", other)
+    spec = json.loads((other / "env_spec.json").read_text())
+    spec["name"] = "point_maze"
+    (other / "env_spec.json").write_text(json.dumps(spec))
+    r, out = _evaluate_direct(pipeline_out, tmp_path, other)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"--direct {other} was trained on task 'point_maze', the teacher acts in 'point_arena'" in r.stderr
+    assert not (out / "report.json").exists()
+
+
+def test_evaluate_refuses_a_direct_run_whose_network_matches_no_student(pipeline_out, tmp_path):
+    r, out = _evaluate_direct(pipeline_out, tmp_path, pipeline_out / "teacher")  # depth 8, the student is depth 0
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "its network (residual: actor_depth 8" in r.stderr and "matches no student (residual: actor_depth 0" in r.stderr
+    assert not (out / "report.json").exists()
+    r, _ = _evaluate_direct(pipeline_out, tmp_path, pipeline_out / "student_d0_w32")  # a distilled run is no direct run
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--direct" in r.stderr, r.stderr
 
 
 def _kill_when(cmd, path_glob: str, root: Path, timeout=240):

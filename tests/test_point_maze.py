@@ -94,3 +94,21 @@ def test_training_variant_resamples_goals_on_success():
     s2 = env.step(at_goal, jnp.zeros(2))
     assert not np.allclose(s2.info["goal"], s.info["goal"])
     assert not cell_is_wall(env, s2.info["goal"])
+
+
+@pytest.mark.parametrize("name", ["point_u4_maze", "point_u5_maze", "point_big_maze", "point_hardest_maze"])
+def test_paper_layout_mazes_start_far_episodes_at_s_and_aim_at_far_cells(name):
+    """The paper's layouts as point mazes: every split starts and aims in free space; ``far`` episodes
+    start in the layout's S cell and aim at one of its F cells (row = y, column = x)."""
+    from deepdistill.envs.mazes import LAYOUTS
+
+    env = make_env(name)
+    layout = LAYOUTS[name.removeprefix("point_")]
+    assert env.spec.eval_splits == ("random", "far") and env.spec.episode_length % 50 == 0
+    for split in ("train", "random", "far"):
+        s = jax.vmap(lambda k: env.reset_split(k, split))(jax.random.split(jax.random.PRNGKey(2), 500))
+        assert not cell_is_wall(env, s.obs[:, :2]).any() and not cell_is_wall(env, s.obs[:, 2:]).any()
+    cells = lambda xy: {(int(y), int(x)) for x, y in np.floor(np.asarray(xy))}  # noqa: E731
+    assert cells(s.obs[:, :2]) == {tuple(c) for c in np.argwhere(np.array([list(r) for r in layout]) == "S")}
+    far = {tuple(c) for c in np.argwhere(np.array([list(r) for r in layout]) == "F")}
+    assert cells(s.obs[:, 2:]) == far  # 500 draws cover every far cell

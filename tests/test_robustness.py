@@ -449,4 +449,4 @@ def test_pipeline_refuses_another_seed_or_preset_unless_restarted(tmp_path, caps
     assert e.value.args == (3, False)  # started again from scratch with the new seed
     assert not (out / "teacher").exists()
     assert read_json(out / "pipeline.json") == {"stages": {}, "preset": "smoke", "seed": 3, "arch": "residual",
-                                                "teacher_env_steps": None, "distill_steps": None}
+                                                "teacher_env_steps": None, "distill_steps": None, "direct": True}

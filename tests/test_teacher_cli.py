@@ -19,7 +19,7 @@ def test_help_lists_the_flags():
     assert r.returncode == 0
     for flag in ("--env", "--depth", "--width", "--actor-depth", "--critic-depth", "--total-env-steps",
                  "--num-envs", "--batch-size", "--seed", "--out", "--resume", "--block-unroll", "--full-unroll-max-depth",
-                 "--matmul-dtype", "--xla-gpu-flags", "--preset", "--dry-run", "--device-memory-gib"):
+                 "--matmul-dtype", "--xla-gpu-flags", "--preset", "--dry-run", "--device-memory-gib", "--arch"):
         assert flag in r.stdout
 
 
@@ -34,6 +34,11 @@ def test_help_lists_the_flags():
         (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
         (["--block-unroll", "0"], "--block-unroll must be >= 1"),
         (["--device-memory-gib", "0"], "--device-memory-gib must be positive"),
+        (["--arch", "mlp", "--remat"], "--remat is an option of the residual network; --arch mlp does not take it"),
+        (["--arch", "mlp", "--matmul-dtype", "bfloat16"], "--matmul-dtype bfloat16 is an option of the residual network"),
+        (["--arch", "nnx"], "--arch 'nnx' cannot be built from --depth/--width"),
+        (["--arch", "nope"], "--arch 'nope' is not a registered architecture"),
+        (["--arch", "mlp", "--depth", "-1"], "must be >= 0"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, needle, capsys):
