@@ -58,6 +58,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "students": [(4, 256), (4, 64)],
         "episodes": 128,
     },
+    # Does a deeper teacher make a better small network than direct training? point_u5_maze (the paper's U5
+    # layout; far goals 9-16 cells around walls): teachers of depth 4-32 at width 128 on the same 1M env steps,
+    # each distilled into a depth-4, width-64 student, and that network trained directly (BENCHMARKS.md,
+    # "Did distillation pay?").
+    "depth": {
+        "teacher": dict(env="point_u5_maze", width=128, total_env_steps=1_000_000, eval_every=250_000),
+        "distill": {},
+        "students": [(4, 64)],
+        "teacher_depths": [4, 8, 16, 32],
+    },
     # seconds on a laptop: for tests and a first look at the outputs, not for results
     "smoke": {
         "teacher": dict(env="point_arena", depth=8, width=32, repr_dim=16, num_envs=32, unroll_length=25,
@@ -83,9 +93,11 @@ class PipelineConfig:
 
     preset: str = "quickstart"
     """quickstart (point_maze, one depth-4 student), sweep (students of depth 0, 4, 8), reacher (a robot on 2
-    CPU cores, about 12 min), ant (one GPU, about 3 h on an H200) or smoke (seconds)."""
+    CPU cores, about 12 min), depth (teachers of depth 4, 8, 16, 32 on point_u5_maze, each distilled into a
+    depth-4 student; success against teacher depth), ant (one GPU, about 3 h on an H200) or smoke (seconds)."""
     out: str = "runs/quickstart"
-    """Folder for every stage: teacher/, student_d*_w*/, onnx_d*_w*/, report/."""
+    """Folder for every stage: teacher/, student_d*_w*/, onnx_d*_w*/, direct_d*_w*/, report/ (presets with
+    several teachers: t<depth>/ holding each teacher's teacher/, student_*/, onnx_*/ and report/)."""
     seed: int = 0
     arch: str = "residual"
     """Student architecture of every student of the preset: a registered name (`deepdistill archs`) or your
