@@ -19,6 +19,8 @@ COLUMNS = [
     ("hard/success_rate", "success (hard)", "{:.3f}"),
     ("far/success_rate", "success (far)", "{:.3f}"),
     ("time_at_goal", "time at goal", "{:.1f}"),
+    ("hard/time_at_goal", "time at goal (hard)", "{:.1f}"),
+    ("far/time_at_goal", "time at goal (far)", "{:.1f}"),
     ("final_distance", "final dist.", "{:.3f}"),
     ("latency_us_p50", "latency p50 (us)", "{:.1f}"),
     ("latency_us_p99", "latency p99 (us)", "{:.1f}"),
