@@ -19,15 +19,6 @@ import numpy as np
 CONFIDENCE = 0.95
 METRICS = ("time_at_goal", "success")
 
-# Fields of a student's run (config.json or run.json "observation") that describe what it observes,
-# and the value that means "the teacher's observation". A student that records any other value sees
-# a different observation than the teacher, and has no same-input direct baseline.
-TEACHER_OBSERVATION: dict[str, Any] = {
-    "student_obs": None, "observation_terms": None, "history": 1, "history_actions": False, "obs_noise": 0.0,
-    "action_delay": 0,
-}
-
-
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, float]:
     """Mean of ``a - b`` over paired episodes ``[N]`` and its two-sided t-interval at ``confidence``.
 
@@ -63,25 +54,27 @@ def same_network(a: Any, b: Any) -> bool:
 
 def observation_difference(student: Any) -> Optional[str]:
     """Why ``student`` (a loaded run) sees another observation than its teacher, or None when it sees the
-    teacher's. Reads the student's recorded observation model: ``run.json``'s ``observation`` entry or
-    the observation fields of its config (:data:`TEACHER_OBSERVATION`), and recurrent networks."""
-    recorded = dict(student.info.get("observation") or {})
-    recorded.update({k: v for k, v in student.config.items() if k in TEACHER_OBSERVATION and k not in recorded})
-    differs = [f"{k} {v}" for k, v in recorded.items() if k in TEACHER_OBSERVATION and not _teachers(k, v)]
+    teacher's: its recorded observation model (``observation_model.json``: terms, history, noise, action
+    delay) and whether its network is recurrent."""
+    obs = getattr(student, "observation", None)
+    differs = []
+    if obs is not None and not obs.is_identity(student.spec.state_size):
+        if obs.frame_indices() != list(range(student.spec.state_size)):
+            differs.append("terms " + ", ".join(obs.term_names))
+        if obs.history > 1:
+            differs.append(f"history {obs.history}" + (" with previous actions" if obs.history_actions else ""))
+        elif obs.history_actions:
+            differs.append("previous actions")
+        if obs.noisy:
+            differs.append("noise " + ", ".join(f"{n}={s:g}" for n, s in zip(obs.term_names, obs.sigmas) if s))
+        if obs.action_delay:
+            differs.append(f"action delay {obs.action_delay}")
     if getattr(student.nets, "recurrent", False):
         differs.append("a recurrent network (its own memory)")
     if not differs:
         return None
-    return ("it sees another observation than the teacher (" + ", ".join(differs) + "); a network trained "
-            "directly sees the teacher's, so there is no same-input direct baseline")
-
-
-def _teachers(key: str, value: Any) -> bool:
-    if value in (None, "", "all", [], (), {}):
-        return True
-    if isinstance(value, dict):  # per-term noise: every term at the teacher's value
-        return all(_teachers(key, v) for v in value.values())
-    return value == TEACHER_OBSERVATION[key]
+    return ("it sees another observation than the teacher (" + "; ".join(differs) + "), and a network trained "
+            "directly sees the teacher's: there is no same-input direct baseline")
 
 
 def dividend(student_episodes: dict, direct_episodes: dict) -> dict[str, dict[str, dict[str, float]]]:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from deepdistill.evaluate import dividend as D
+from deepdistill.envs.observation import ObservationModel, declare_terms
 from deepdistill.evaluate.compare import dividends
 from deepdistill.student.interface import Interface, Size, build_student
 
@@ -34,8 +35,9 @@ def test_verdict_reads_the_intervals():
     assert D.verdict({"random": {"time_at_goal": zero, "success": zero}}) == "no clear difference"
 
 
-def _run(name, nets, config=None, info=None, step=1000):
-    return types.SimpleNamespace(run_dir=Path("/runs") / name, nets=nets, config=config or {}, info=info or {}, step=step)
+def _run(name, nets, observation=None, step=1000):
+    return types.SimpleNamespace(run_dir=Path("/runs") / name, nets=nets, config={}, info={}, step=step,
+                                 observation=observation, spec=types.SimpleNamespace(state_size=7))
 
 
 NETS = build_student("residual", Interface(2, 2, 2, 16), Size(0, 32))
@@ -62,24 +64,30 @@ def test_each_student_is_paired_with_the_direct_run_of_its_own_network():
     assert "not measured: no direct run" in D.dividend_line(lonely)
 
 
-@pytest.mark.parametrize("config,info,needle", [
-    ({"history": 3}, {}, "history 3"),
-    ({"action_delay": 1, "obs_noise": 0.0}, {}, "action_delay 1"),
-    ({}, {"observation": {"student_obs": ["qpos"], "history": 1}}, "student_obs ['qpos']"),
-    ({"obs_noise": {"fingertip": 0.005}}, {}, "obs_noise"),
+REACHER_LIKE = declare_terms(("angle", 2, "rad", "joint angles"), ("velocity", 2, "rad/s", "joint velocities"),
+                             ("tip", 3, "m", "fingertip"))
+
+
+@pytest.mark.parametrize("changes,needle", [
+    (dict(terms=REACHER_LIKE[:1]), "terms angle"),
+    (dict(history=3, history_actions=True), "history 3 with previous actions"),
+    (dict(noise=(("tip", 0.005),)), "noise tip=0.005"),
+    (dict(action_delay=1), "action delay 1"),
 ])
-def test_a_student_that_sees_another_observation_has_no_direct_baseline(config, info, needle):
-    s = _run("student_d0", NETS, config, info)
+def test_a_student_that_sees_another_observation_has_no_direct_baseline(changes, needle):
+    """The student's recorded observation model (issue 20: observation_model.json) decides."""
+    sensed = ObservationModel.full(REACHER_LIKE, 2).replace(**changes)
+    s = _run("student_d0", NETS, observation=sensed)
     reason = D.observation_difference(s)
     assert reason is not None and needle in reason and "no same-input direct baseline" in reason
     (entry,) = dividends([s], [_run("direct_d0", NETS)], {})
     assert entry["skipped"] == reason and entry["direct"] == "direct:direct_d0" and "splits" not in entry
+    assert D.dividend_line(entry) == f"- dividend of student:student_d0: not measured: {reason}."
 
 
 def test_the_teachers_observation_recorded_explicitly_is_the_teachers():
-    s = _run("student_d0", NETS, {"history": 1, "obs_noise": 0.0, "action_delay": 0, "history_actions": False,
-                                  "student_obs": None, "lr": 1e-3})
-    assert D.observation_difference(s) is None
+    s = _run("student_d0", NETS, observation=ObservationModel.full(REACHER_LIKE, 2))
+    assert D.observation_difference(s) is None and D.observation_difference(_run("student_d0", NETS)) is None
     recurrent = _run("student_gru", types.SimpleNamespace(recurrent=True))
     assert "recurrent" in D.observation_difference(recurrent)
 
