@@ -10,7 +10,7 @@ from deepdistill.pipeline import PRESETS, PipelineConfig, run_pipeline
 
 SMOKE = PRESETS["smoke"]
 TINY_DEPTH = {
-    "teacher": {**SMOKE["teacher"], "total_env_steps": 8_000, "eval_every": 8_000},
+    "teacher": {**SMOKE["teacher"], "total_env_steps": 9_600, "eval_every": 8_000},
     "distill": {**SMOKE["distill"], "steps": 50, "eval_every": 50},
     "students": [(0, 32)],
     "teacher_depths": [0, 4],
