@@ -15,7 +15,7 @@ A stage's state is any ``flax.struct`` dataclass with the fields ``env_state``, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,24 +32,41 @@ ActFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]]
 
 
 def collect(env: "GoalEnv", env_state: Any, replay: rb.Replay, key: jax.Array, act: ActFn, unroll_length: int,
-            store: Callable[[jax.Array], jax.Array] = lambda obs: obs) -> tuple[Any, rb.Replay, Any]:
+            store: Callable[[jax.Array], jax.Array] = lambda obs: obs, memory: Optional[jax.Array] = None
+            ) -> tuple[Any, rb.Replay, Any, Optional[jax.Array]]:
     """``unroll_length`` steps of every environment; the rows ``store(obs)`` and the actions go into
     ``replay``. Every environment starts a new episode when the replay is at an episode boundary
-    (episodes are fixed-length and synchronised). Returns ``(env_state, replay, aux [U, ...])``."""
+    (episodes are fixed-length and synchronised). Returns ``(env_state, replay, aux [U, ...], memory)``.
+
+    ``memory``: the hidden state ``[E, H]`` of a recurrent policy (None: a memoryless one). With it,
+    ``act(obs, key, memory) -> (action, aux, memory)``, the memory is zeroed when the episodes start,
+    and each stored row is ``store(obs)`` followed by the memory *before* that step (where truncated
+    backpropagation through time restarts from)."""
     num_envs = replay.states.shape[1]
     k_reset, k_act = jax.random.split(key)
+    new_episode = replay.written % env.spec.episode_length == 0
     env_state = jax.lax.cond(
-        replay.written % env.spec.episode_length == 0,
+        new_episode,
         lambda: jax.vmap(env.reset)(jax.random.split(k_reset, num_envs)),
         lambda: env_state,
     )
+    if memory is None:
+        def step(s, k):
+            action, aux = act(s.obs, k)
+            return jax.vmap(env.step)(s, action), (store(s.obs), action, aux)
 
-    def step(s, k):
-        action, aux = act(s.obs, k)
-        return jax.vmap(env.step)(s, action), (store(s.obs), action, aux)
+        env_state, (rows, actions, aux) = jax.lax.scan(step, env_state, jax.random.split(k_act, unroll_length))
+        return env_state, rb.insert(replay, rows, actions), aux, None
 
-    env_state, (rows, actions, aux) = jax.lax.scan(step, env_state, jax.random.split(k_act, unroll_length))
-    return env_state, rb.insert(replay, rows, actions), aux
+    def step_m(sm, k):
+        s, m = sm
+        action, aux, m2 = act(s.obs, k, m)
+        return (jax.vmap(env.step)(s, action), m2), (jnp.concatenate([store(s.obs), m], -1), action, aux)
+
+    memory = jnp.where(new_episode, jnp.zeros_like(memory), memory)
+    (env_state, memory), (rows, actions, aux) = jax.lax.scan(step_m, (env_state, memory),
+                                                             jax.random.split(k_act, unroll_length))
+    return env_state, rb.insert(replay, rows, actions), aux, memory
 
 
 def make_epoch(collect_fn: Callable[..., Any], sgd_step: Callable[..., tuple[Any, dict]], iters: int,

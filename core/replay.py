@@ -70,15 +70,41 @@ def sample(
     lo = jnp.maximum(0, n - cap)
     t = lo + jax.random.randint(k_t, (batch_size,), 0, jnp.maximum(n - 1 - lo, 1))
     t = jnp.where(t % episode_length == episode_length - 1, t - 1, t)
-    episode_end = jnp.minimum(t - t % episode_length + episode_length - 1, n - 1)
-    k = truncated_geometric(jax.random.uniform(k_g, (batch_size,)), gamma, episode_end - t)
     env = jax.random.randint(k_e, (batch_size,), 0, num_envs)
+    return _gather(replay, t, env, k_g, episode_length, gamma, goal_indices, ahead)
+
+
+def sample_sequences(
+    replay: Replay, key: jax.Array, num_sequences: int, length: int, episode_length: int, gamma: float,
+    goal_indices: tuple[int, ...], ahead: int = 0,
+) -> dict[str, jax.Array]:
+    """``num_sequences`` runs of ``length`` consecutive steps of one environment each: every field of
+    :func:`sample` with a leading ``[N, L]``, and ``first [N, L]``: whether a step starts an episode (a
+    sequence may cross into the next episode; a recurrent policy's memory restarts there). A step that
+    ends an episode takes itself as its future goal. Needs at least ``length`` written steps."""
+    k_t, k_e, k_g = jax.random.split(key, 3)
+    cap, num_envs = replay.states.shape[:2]
+    n = replay.written
+    lo = jnp.maximum(0, n - cap)
+    t0 = lo + jax.random.randint(k_t, (num_sequences,), 0, jnp.maximum(n - length - lo + 1, 1))
+    t = t0[:, None] + jnp.arange(length)[None, :]
+    env = jnp.broadcast_to(jax.random.randint(k_e, (num_sequences,), 0, num_envs)[:, None], t.shape)
+    out = _gather(replay, t, env, k_g, episode_length, gamma, goal_indices, ahead)
+    return {**out, "first": t % episode_length == 0}
+
+
+def _gather(replay: Replay, t: jax.Array, env: jax.Array, key: jax.Array, episode_length: int, gamma: float,
+            goal_indices: tuple[int, ...], ahead: int) -> dict[str, jax.Array]:
+    """The rows of logical steps ``t`` of environments ``env`` (any equal shapes), a future goal of each."""
+    cap = replay.states.shape[0]
+    episode_end = jnp.minimum(t - t % episode_length + episode_length - 1, replay.written - 1)
+    k = truncated_geometric(jax.random.uniform(key, t.shape), gamma, episode_end - t)
     row, future_row = t % cap, (t + k) % cap
     future = replay.states[future_row, env]
     out = {
         "state": replay.states[row, env],
         "action": replay.actions[row, env],
-        "future_goal": future[:, jnp.asarray(goal_indices)],
+        "future_goal": future[..., jnp.asarray(goal_indices)],
     }
     if ahead:
         out["ahead_state"] = replay.states[jnp.minimum(t + ahead, episode_end) % cap, env]

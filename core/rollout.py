@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +15,26 @@ if TYPE_CHECKING:
 PolicyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
-def rollout(env: GoalEnv, policy: PolicyFn, params: Any, key: jax.Array, num_episodes: int, split: str) -> dict:
+class Recurrent(NamedTuple):
+    """A policy with memory: ``init(params, n) -> carry`` at the start of every episode, then
+    ``step(params, carry, state [B, S], goal [B, G]) -> (action [B, A], carry)`` once per control step."""
+
+    init: Callable[[Any, int], Any]
+    step: Callable[[Any, Any, jax.Array, jax.Array], tuple[jax.Array, Any]]
+
+
+def as_recurrent(policy: Union[PolicyFn, Recurrent]) -> Recurrent:
+    """A memoryless policy as a :class:`Recurrent` with an empty carry (a recurrent one unchanged)."""
+    if isinstance(policy, Recurrent):
+        return policy
+    return Recurrent(lambda params, n: (), lambda params, carry, state, goal: (policy(params, state, goal), carry))
+
+
+def rollout(env: GoalEnv, policy: Union[PolicyFn, Recurrent], params: Any, key: jax.Array, num_episodes: int,
+            split: str) -> dict:
     """Run ``num_episodes`` full episodes of ``split``; traceable (jit it with ``env``/``policy``/``split`` static).
+
+    ``policy`` is a function of the state or a :class:`Recurrent` one (its carry starts with the episodes).
 
     Returns per-step arrays ``success [T, N]``, ``distance [T, N]``, ``states [T+1, N, S]``, the
     goals ``[N, G]`` and the actions ``[T, N, A]``.
@@ -24,19 +42,22 @@ def rollout(env: GoalEnv, policy: PolicyFn, params: Any, key: jax.Array, num_epi
     return rollout_keys(env, policy, params, jax.random.split(key, num_episodes), split)
 
 
-def rollout_keys(env: GoalEnv, policy: PolicyFn, params: Any, keys: jax.Array, split: str) -> dict:
+def rollout_keys(env: GoalEnv, policy: Union[PolicyFn, Recurrent], params: Any, keys: jax.Array, split: str) -> dict:
     """:func:`rollout` of the episodes of ``keys [N, 2]`` (rows of ``jax.random.split(key, n)``: a chunk of
     them runs the same episodes as the whole)."""
     S = env.spec.state_size
+    pol = as_recurrent(policy)
     s0 = jax.vmap(lambda k: env.reset_split(k, split))(keys)
 
-    def step(s, _):
+    def step(sc, _):
+        s, carry = sc
         state, goal = s.obs[:, :S], s.obs[:, S:]
-        action = policy(params, state, goal)
+        action, carry = pol.step(params, carry, state, goal)
         s2 = jax.vmap(env.step)(s, action)
-        return s2, (s2.metrics["success"], s2.metrics["distance"], s2.obs[:, :S], action)
+        return (s2, carry), (s2.metrics["success"], s2.metrics["distance"], s2.obs[:, :S], action)
 
-    _, (success, distance, states, actions) = jax.lax.scan(step, s0, None, length=env.spec.episode_length)
+    _, (success, distance, states, actions) = jax.lax.scan(step, (s0, pol.init(params, keys.shape[0])), None,
+                                                           length=env.spec.episode_length)
     states = jnp.concatenate([s0.obs[None, :, :S], states], axis=0)
     return {"success": success, "distance": distance, "states": states, "goals": s0.obs[:, S:], "actions": actions}
 
@@ -139,12 +160,13 @@ def _flatten(per_split: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def host_rollout(env: GoalEnv, act: Callable[[np.ndarray, np.ndarray], np.ndarray], key: jax.Array,
                  num_episodes: int, split: str, first: Optional[int] = None,
-                 record: Optional[Callable[[Any], Any]] = None) -> dict:
+                 record: Optional[Callable[[Any], Any]] = None, reset: Optional[Callable[[], None]] = None) -> dict:
     """``rollout`` for a policy that is not JAX (an ONNX session, or any host callable): the env steps
     are jitted, the policy is called once per step on the whole batch of episodes. Same episodes as
     ``rollout`` for ``key``; ``first`` runs only the first episodes of them. ``record(env_state)`` adds
-    ``"recorded"``: its values at the reset and after every step (e.g. the bodies' poses)."""
-    return host_rollout_keys(env, act, jax.random.split(key, num_episodes)[:first], split, record)
+    ``"recorded"``: its values at the reset and after every step (e.g. the bodies' poses). ``reset()``
+    is called when the episodes start (a policy that keeps a history or hidden state clears it)."""
+    return host_rollout_keys(env, act, jax.random.split(key, num_episodes)[:first], split, record, reset=reset)
 
 
 def _host_fns(env: GoalEnv, split: str) -> tuple[Callable, Callable]:
@@ -153,12 +175,15 @@ def _host_fns(env: GoalEnv, split: str) -> tuple[Callable, Callable]:
 
 
 def host_rollout_keys(env: GoalEnv, act: Callable[[np.ndarray, np.ndarray], np.ndarray], keys: Any, split: str,
-                      record: Optional[Callable[[Any], Any]] = None, fns: Optional[tuple[Callable, Callable]] = None) -> dict:
+                      record: Optional[Callable[[Any], Any]] = None, fns: Optional[tuple[Callable, Callable]] = None,
+                      reset: Optional[Callable[[], None]] = None) -> dict:
     """:func:`host_rollout` of the episodes of ``keys [N, 2]``; ``fns``: the ``(reset, step)`` of
-    :func:`_host_fns` to reuse (compiled once for many calls)."""
+    :func:`_host_fns` to reuse (compiled once for many calls); ``reset()`` when the episodes start."""
     S = env.spec.state_size
-    reset, step = fns or _host_fns(env, split)
-    s = reset(keys)
+    reset_env, step = fns or _host_fns(env, split)
+    s = reset_env(keys)
+    if reset is not None:
+        reset()
     states, goals = [np.asarray(s.obs[:, :S])], np.asarray(s.obs[:, S:])
     success, distance, actions, recorded = [], [], [], [record(s)] if record else []
     for _ in range(env.spec.episode_length):
@@ -180,14 +205,17 @@ def host_rollout_keys(env: GoalEnv, act: Callable[[np.ndarray, np.ndarray], np.n
 def make_host_episode_evaluator(env: GoalEnv, num_episodes: int, seed: int = 12345,
                                 progress: Optional[Callable[[int], None]] = None):
     """Like :func:`make_episode_evaluator` (same episodes, same chunks) for a host policy
-    ``act(state [B, S], goal [B, G])``."""
+    ``act(state [B, S], goal [B, G])`` (``reset()``, if given, before each chunk of episodes: a policy with
+    a history or hidden state starts them afresh)."""
     fns = {split: _host_fns(env, split) for split in env.spec.eval_splits}
-    return lambda act: _episodes_in_chunks(
-        env, lambda split, keys: host_rollout_keys(env, act, keys, split, fns=fns[split]), num_episodes, seed, progress)
+    return lambda act, reset=None: _episodes_in_chunks(
+        env, lambda split, keys: host_rollout_keys(env, act, keys, split, fns=fns[split], reset=reset), num_episodes,
+        seed, progress)
 
 
 def make_host_evaluator(env: GoalEnv, num_episodes: int, seed: int = 12345,
                         progress: Optional[Callable[[int], None]] = None):
-    """Like :func:`make_evaluator` (same episodes, same chunks) for a host policy ``act(state [B, S], goal [B, G])``."""
+    """Like :func:`make_evaluator` (same episodes, same chunks) for a host policy ``act(state [B, S], goal [B, G])``
+    (``reset()``, if given, before each chunk of episodes)."""
     episodes = make_host_episode_evaluator(env, num_episodes, seed, progress)
-    return lambda act: summarize_splits(episodes(act))
+    return lambda act, reset=None: summarize_splits(episodes(act, reset))

@@ -94,6 +94,10 @@ class DistillConfig(DistributedConfig):
     TERM=SIGMA for one (e.g. --obs-noise 0.01 fingertip=0.005). The teacher's labels stay noise-free."""
     action_delay: int = 0
     """Control steps between the student's action and its application (a robot's latency)."""
+    seq_len: int = 8
+    """Recurrent students (--arch gru): steps of truncated backpropagation through time; each SGD step
+    trains batch-size / seq-len sequences of its own rollouts, from the hidden state stored with them
+    (shorter: more independent sequences per step; on reacher 4 learned where 16 did not)."""
 
     # --- schedule ----------------------------------------------------------------------------------------
     steps: int = 4_000
@@ -196,6 +200,8 @@ class DistillConfig(DistributedConfig):
             raise ConfigError("--temperature and --lr must be positive")
         if self.unroll_length < 2:
             raise ConfigError("--unroll-length must be at least 2")
+        if self.seq_len < 1:
+            raise ConfigError(f"--seq-len must be at least 1 (got {self.seq_len})")
         if self.history < 1:
             raise ConfigError(f"--history must be at least 1 (got {self.history}; 1 = this step's observation only)")
         if self.action_delay < 0:

@@ -23,8 +23,9 @@ from deepdistill.core.epoch import DataParallel, collect, make_epoch, replay_cap
 from deepdistill.core.errors import ConfigError
 from deepdistill.envs import GoalEnv
 from deepdistill.envs.observation import ObservationModel
-from deepdistill.student.interface import PolicyNetworks
+from deepdistill.student.interface import PolicyNetworks, is_recurrent
 from deepdistill.core.heads import sample_tanh_gaussian
+from deepdistill.core.rollout import Recurrent
 
 
 @flax.struct.dataclass
@@ -36,6 +37,7 @@ class DistillState:
     key: jax.Array
     sgd_steps: jax.Array  # int32
     teacher_acted: jax.Array  # float32: env steps on which the teacher acted (all envs)
+    carry: Any = None  # a recurrent student's hidden state [E, H] in its rollouts (None: feed-forward)
 
     @property
     def env_steps(self) -> int:
@@ -90,6 +92,18 @@ class Distiller:
         self.student_in = slice(S, self.Sx) if self.sensed else slice(0, S)
         self.delay = observation.action_delay if self.sensed else 0
         self.teacher, self.student, self.energy = teacher_nets, student_nets, energy
+        # Replay rows: state (and the student's input), goal, then a recurrent student's hidden state
+        # before the step (where truncated backpropagation through time starts).
+        self.goal_in = slice(self.Sx, self.Sx + env.spec.goal_size)
+        self.recurrent = is_recurrent(student_nets)
+        self.carry_size = int(student_nets.carry_size) if self.recurrent else 0
+        if self.recurrent:
+            if cfg.seq_len > cfg.unroll_length or cfg.batch_size % cfg.seq_len:
+                raise ConfigError(f"--seq-len {cfg.seq_len} must divide --batch-size {cfg.batch_size} and be at most "
+                                  f"--unroll-length {cfg.unroll_length} (a recurrent student trains on sequences)")
+            if teacher_replay is not None:
+                raise ConfigError("--teacher-buffer-fraction: a recurrent student trains on sequences of its own "
+                                  "rollouts; the teacher's replay has none of its hidden states: set it to 0")
         self.weights = cfg.weights()
         self.tx = optax.adam(cfg.lr)
         self.capacity = replay_capacity(cfg.replay_steps_per_env, env.spec.episode_length, cfg.unroll_length)
@@ -122,11 +136,13 @@ class Distiller:
         return DistillState(
             student=student,
             opt=self.tx.init(student),
-            replay=rb.init_replay(self.capacity, self.cfg.num_envs, self.spec.obs_size, self.spec.action_size),
+            replay=rb.init_replay(self.capacity, self.cfg.num_envs, self.spec.obs_size + self.carry_size,
+                                  self.spec.action_size),
             env_state=jax.vmap(self.env.reset)(jax.random.split(k_env, self.cfg.num_envs)),
             key=k_run,
             sgd_steps=jnp.zeros((), jnp.int32),
             teacher_acted=jnp.zeros((), jnp.float32),
+            carry=self.student.initial_carry(self.cfg.num_envs) if self.recurrent else None,
         )
 
     # --- data --------------------------------------------------------------------------------------------
@@ -137,18 +153,25 @@ class Distiller:
         S, E = self.S, self.cfg.num_envs
         beta = beta_at(self.cfg, ds.sgd_steps)
 
-        def act(obs, k):
+        def act(obs, k, carry=None):
             k_t, k_mix = jax.random.split(k)
             state, goal = obs[:, :S], obs[:, self.Sx:]
             t_action, _ = sample_tanh_gaussian(k_t, *self.teacher.policy(teacher_params["actor"], state, goal))
+            if self.recurrent:  # the student's memory follows what it senses, whoever acts
+                (mean, _), carry = self.student.step(ds.student["actor"], carry, obs[:, self.student_in], goal)
+                s_action = jnp.tanh(mean)
+            elif self.cfg.data != "teacher":
+                s_action = self.student.deterministic_action(ds.student["actor"], obs[:, self.student_in], goal)
             if self.cfg.data == "teacher":
-                return t_action, jnp.full((E,), True).sum()
-            s_action = self.student.deterministic_action(ds.student["actor"], obs[:, self.student_in], goal)
-            action, mask = mix_actions(k_mix, beta, t_action, s_action)
-            return action, mask.sum()
+                action, acted = t_action, jnp.full((E,), True).sum()
+            else:
+                action, mask = mix_actions(k_mix, beta, t_action, s_action)
+                acted = mask.sum()
+            return (action, acted, carry) if self.recurrent else (action, acted)
 
-        env_state, replay, acted = collect(self.env, ds.env_state, ds.replay, key, act, self.cfg.unroll_length)
-        return ds.replace(env_state=env_state, replay=replay, teacher_acted=ds.teacher_acted + acted.sum())
+        env_state, replay, acted, carry = collect(self.env, ds.env_state, ds.replay, key, act, self.cfg.unroll_length,
+                                                  memory=ds.carry)
+        return ds.replace(env_state=env_state, replay=replay, teacher_acted=ds.teacher_acted + acted.sum(), carry=carry)
 
     def _prefill(self, ds: DistillState, teacher_params) -> DistillState:
         key, k = jax.random.split(ds.key)
@@ -160,14 +183,23 @@ class Distiller:
         (hindsight future state or the task's goal), ``action [B, A]`` (the one commanded)."""
         S, B = self.S, self.cfg.batch_size
         k_own, k_mix, k_tb = jax.random.split(key, 3)
-        b = rb.sample(ds.replay, k_own, B, self.spec.episode_length, 1.0 - 1e-2, self.spec.goal_indices, self.delay)
+        if self.recurrent:  # B / seq_len sequences, flattened to [B, ...] (sequence-major)
+            n, L = B // self.cfg.seq_len, self.cfg.seq_len
+            b = rb.sample_sequences(ds.replay, k_own, n, L, self.spec.episode_length, 1.0 - 1e-2,
+                                    self.spec.goal_indices, self.delay)
+            carry0 = b["state"][:, 0, self.goal_in.stop:]
+            b = jax.tree.map(lambda x: x.reshape(n * L, *x.shape[2:]), b)
+        else:
+            b = rb.sample(ds.replay, k_own, B, self.spec.episode_length, 1.0 - 1e-2, self.spec.goal_indices, self.delay)
         use_future = jax.random.uniform(k_mix, (B,)) < self.cfg.future_goal_fraction
         batch = {
             "state": b["state"][:, self.student_in],
             "teacher_state": (b["ahead_state"] if self.delay else b["state"])[:, :S],
-            "goal": jnp.where(use_future[:, None], b["future_goal"], b["state"][:, self.Sx:]),
+            "goal": jnp.where(use_future[:, None], b["future_goal"], b["state"][:, self.goal_in]),
             "action": b["action"],
         }
+        if self.recurrent:
+            return {**batch, "first": b["first"], "carry0": carry0}
         n_tb = round(self.cfg.teacher_buffer_fraction * B) if self.teacher_replay is not None else 0
         if n_tb:  # the teacher's own rollouts (refused for students with sensors: no readings of theirs there)
             tb = rb.sample(self.teacher_replay, k_tb, n_tb, self.spec.episode_length, 0.99, self.spec.goal_indices)
@@ -188,7 +220,7 @@ class Distiller:
     def loss(self, student_params, teacher_out: dict, batch: dict) -> tuple[jax.Array, dict]:
         """Weighted sum of the enabled distillation losses; ``metrics`` has each term unweighted."""
         w, St, m = self.weights, self.student, {}
-        mean, log_std = St.policy(student_params["actor"], batch["state"], batch["goal"])
+        mean, log_std = self.student_policy(student_params["actor"], batch)
         if w["action_mse"]:
             m["action_mse"] = dl.action_mse(mean, teacher_out["mean"])
         if w["action_kl"]:
@@ -204,6 +236,25 @@ class Distiller:
         total = sum(w[k] * v for k, v in m.items())
         return total, {"loss": total, **m}
 
+    def student_policy(self, actor, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """The student's ``mean, log_std [B, A]`` on the batch; a recurrent student runs each sequence from
+        its stored hidden state (truncated backpropagation through time), restarting at episode starts."""
+        if not self.recurrent:
+            return self.student.policy(actor, batch["state"], batch["goal"])
+        n, L = self.cfg.batch_size // self.cfg.seq_len, self.cfg.seq_len
+
+        def step(carry, x):
+            state, goal, first = x
+            carry = jnp.where(first[:, None], jnp.zeros_like(carry), carry)
+            out, carry = self.student.step(actor, carry, state, goal)
+            return carry, out
+
+        seq = lambda x: x.reshape(n, L, *x.shape[1:]).swapaxes(0, 1)  # noqa: E731  [B, ...] -> [L, n, ...]
+        xs = (seq(batch["state"]), seq(batch["goal"]), seq(batch["first"]))
+        _, (mean, log_std) = jax.lax.scan(step, jax.lax.stop_gradient(batch["carry0"]), xs)
+        flat = lambda x: x.swapaxes(0, 1).reshape(n * L, -1)  # noqa: E731
+        return flat(mean), flat(log_std)
+
     def _sgd_step(self, ds: DistillState, key: jax.Array, teacher_params):
         batch = self.sample_batch(ds, key)
         t_out = self.teacher_outputs(teacher_params, batch)
@@ -212,6 +263,20 @@ class Distiller:
         ds = ds.replace(student=optax.apply_updates(ds.student, updates), opt=opt, sgd_steps=ds.sgd_steps + 1)
         return ds, metrics
 
-    def policy(self, params, state, goal):
-        """The student's action on a row of :meth:`sensor_env` (``state [B, S or S + I]``)."""
-        return self.student.deterministic_action(params["actor"], state[:, self.student_in], goal)
+    @property
+    def policy(self):
+        """The student's action on a row of :meth:`sensor_env` (``state [B, S or S + I]``): a function of
+        ``(params, state, goal)``, or a :class:`~deepdistill.core.rollout.Recurrent` one."""
+        return student_policy(self.student, self.student_in)
+
+
+def student_policy(nets: PolicyNetworks, inputs: slice = slice(None)):
+    """``nets``' deterministic action on ``state[:, inputs]`` for :mod:`deepdistill.core.rollout`:
+    ``(params, state, goal) -> action``, or a :class:`~deepdistill.core.rollout.Recurrent` policy."""
+    if is_recurrent(nets):
+        def step(params, carry, state, goal):
+            (mean, _), carry = nets.step(params["actor"], carry, state[:, inputs], goal)
+            return jnp.tanh(mean), carry
+
+        return Recurrent(lambda params, n: nets.initial_carry(n), step)
+    return lambda params, state, goal: nets.deterministic_action(params["actor"], state[:, inputs], goal)

@@ -1,7 +1,8 @@
 """Students: the network interface every policy provides (teacher included) and its implementations.
 
 ``residual`` (the teacher's residual MLP at any depth), ``mlp`` (a plain MLP without LayerNorm, for
-small embedded controllers) and ``nnx`` (any flax.nnx Module a user passes from Python).
+small embedded controllers), ``gru`` (a recurrent student for sensors without a full state) and ``nnx``
+(any flax.nnx Module a user passes from Python).
 """
 
 from deepdistill.student.interface import (
@@ -14,6 +15,7 @@ from deepdistill.student.interface import (
     architectures,
     build_student,
     get_architecture,
+    is_recurrent,
     make_student,
     networks_from_dict,
     register_architecture,
@@ -23,6 +25,7 @@ from deepdistill.student.interface import (
 __all__ = [
     "ArchitectureError",
     "Interface",
+    "GRUNetworks",
     "MLPNetworks",
     "NNXNetworks",
     "Network",
@@ -32,6 +35,7 @@ __all__ = [
     "architectures",
     "build_student",
     "get_architecture",
+    "is_recurrent",
     "load_student",
     "make_student",
     "networks_from_dict",
@@ -45,6 +49,10 @@ def __getattr__(name):  # the implementations import JAX and flax: load them on 
         from deepdistill.student.mlp import MLPNetworks
 
         return MLPNetworks
+    if name == "GRUNetworks":
+        from deepdistill.student.gru import GRUNetworks
+
+        return GRUNetworks
     if name == "NNXNetworks":
         from deepdistill.student.nnx import NNXNetworks
 

@@ -11,6 +11,8 @@ Built-in implementations, each registering itself (name, ``from_dict``, builder)
               small embedded controllers; actor and optionally both encoders
 ``nnx``       any ``flax.nnx`` Module a user passes from Python (``student/nnx.py``; no builder:
               it has no depth/width to build from)
+``gru``       a recurrent student (``student/gru.py``): a GRU over the sensor input and a
+              goal-conditioned MLP head, carrying a hidden state between control steps
 ============  ===================================================================================
 
 An architecture outside the package needs no registration: ``distill --arch my_pkg.nets:MyNetworks``
@@ -74,6 +76,11 @@ class PolicyNetworks(Protocol):
       ``[-5, 2]`` (``deepdistill.core.heads.gaussian_head`` squashes a raw output into it).
     * ``to_dict()`` must be JSON-serialisable and carry ``"arch"`` (``NetworksBase`` writes the
       registered name, or the class's import path).
+    * Recurrence (optional; :func:`is_recurrent`): ``carry_size`` (> 0), ``initial_carry(batch) ->
+      [B, H]`` (where every episode starts) and ``step(params, carry, state, goal) -> ((mean, log_std),
+      carry)``. ``policy`` is then one step from the initial carry, and ``export_fn("actor", ...)``
+      traces ``(observation, goal, h_in) -> (mean, h_out)``. Feed-forward architectures define none
+      of these and nothing about them changes.
     """
 
     arch: str
@@ -212,6 +219,11 @@ class Size:
 Builder = Callable[[Interface, Size], PolicyNetworks]
 
 
+def is_recurrent(nets: Any) -> bool:
+    """Whether ``nets`` carries a hidden state between steps (``carry_size``, ``initial_carry``, ``step``)."""
+    return int(getattr(nets, "carry_size", 0) or 0) > 0 and callable(getattr(nets, "step", None))
+
+
 class ArchitectureError(UserError):
     """An ``--arch`` that is not registered, cannot be imported, or cannot be built (one line, exit 2)."""
 
@@ -310,7 +322,7 @@ def build_student(arch: str, interface: Interface, size: Size, flag: str = "--ar
 
 
 def _load_builtin() -> None:
-    from deepdistill.student import mlp, nnx, residual  # noqa: F401  (register on import)
+    from deepdistill.student import gru, mlp, nnx, residual  # noqa: F401  (register on import)
 
 
 def make_student(arch: str, teacher: PolicyNetworks, depth: int, width: int, actor_depth: Optional[int] = None,

@@ -169,8 +169,8 @@ class Trainer:
                 return jax.random.uniform(k, (obs.shape[0], A), minval=-1.0, maxval=1.0), ()
             return sample_tanh_gaussian(k, *self.nets.policy(ts.actor, obs[:, :S], obs[:, S:]))[0], ()
 
-        env_state, replay, _ = collect(self.env, ts.env_state, ts.replay, key, act, self.cfg.unroll_length,
-                                       store=lambda obs: obs[:, :S])
+        env_state, replay, _, _ = collect(self.env, ts.env_state, ts.replay, key, act, self.cfg.unroll_length,
+                                          store=lambda obs: obs[:, :S])
         return ts.replace(env_state=env_state, replay=replay)
 
     def _prefill(self, ts: TrainState) -> TrainState:
