@@ -176,6 +176,11 @@ class ObservationModel:
     def with_noise_scale(self, scale: float) -> "ObservationModel":
         return self.replace(noise=tuple((n, scale * s) for n, s in self.noise))
 
+    def frames_only(self) -> "ObservationModel":
+        """What a deployed controller feeds each step: this step's frame alone, noise-free, the same delay
+        (the runtime keeps the history and previous actions itself)."""
+        return self.replace(history=1, history_actions=False, noise=())
+
     def seen_by(self, terms: Sequence[ObsTerm], history: int = 1, history_actions: bool = False) -> "ObservationModel":
         """The same sensors (noise table, delay) for a policy that sees ``terms`` (e.g. the teacher: all)."""
         return self.replace(terms=tuple(terms), history=history, history_actions=history_actions)

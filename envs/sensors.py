@@ -17,6 +17,10 @@ the first ``action_delay`` steps of an episode). The sensor buffers and the nois
 ``sensor_key``), present only when used (Orbax refuses zero-size arrays).
 
 The noise of an episode follows from its reset key alone: the same key gives the same noise.
+
+For robustness sweeps, ``noise_scale`` multiplies every sigma and ``delay`` replaces the model's
+action delay; both may be traced values (one compiled rollout for every condition), with the queue
+sized by the static ``max_delay``.
 """
 
 from __future__ import annotations
@@ -34,8 +38,12 @@ from deepdistill.envs.observation import ObservationModel
 class SensorEnv:
     """``env`` seen through ``model`` (see the module docstring); ``reset``, ``reset_split``, ``step``, ``spec``."""
 
-    def __init__(self, env: GoalEnv, model: ObservationModel):
+    def __init__(self, env: GoalEnv, model: ObservationModel, noise_scale: Any = 1.0, delay: Any = None,
+                 max_delay: int | None = None):
         self.env, self.model = env, model
+        self.noise_scale = noise_scale
+        self.delay = model.action_delay if delay is None else delay
+        self.max_delay = int(max_delay if max_delay is not None else (model.action_delay if delay is None else delay))
         spec = env.spec
         if model.action_size != spec.action_size:
             model = model.replace(action_size=spec.action_size)
@@ -69,17 +77,17 @@ class SensorEnv:
         sensor = {"sensor_frames": jnp.tile(frame[None], (m.history, 1)), "sensor_key": key}
         if m.history_actions:
             sensor["sensor_actions"] = jnp.zeros((m.history, A), jnp.float32)
-        if m.action_delay:
-            sensor["sensor_queue"] = jnp.zeros((m.action_delay, A), jnp.float32)
+        if self.max_delay:
+            sensor["sensor_queue"] = jnp.zeros((self.max_delay, A), jnp.float32)
         return self._observe(s, sensor)
 
     def step(self, state: State, action: jax.Array) -> State:
         spec, m = self.spec, self.model
         command = jnp.clip(action, spec.action_low, spec.action_high)
         sensor = {k: v for k, v in state.info.items() if k.startswith("sensor_")}
-        if m.action_delay:
+        if self.max_delay:  # the commands of the last max_delay steps, oldest first, then this one
             queue = jnp.concatenate([sensor["sensor_queue"], command[None]])
-            applied, sensor["sensor_queue"] = queue[0], queue[1:]
+            applied, sensor["sensor_queue"] = queue[self.max_delay - self.delay], queue[1:]
         else:
             applied = command
         S, I = self.true_size, self.model.input_size
@@ -98,7 +106,7 @@ class SensorEnv:
     def _frame(self, true_state: jax.Array, key: jax.Array) -> jax.Array:
         frame = true_state[self._idx]
         if self.model.noisy:
-            frame = frame + self._sigma * jax.random.normal(key, frame.shape, frame.dtype)
+            frame = frame + (self.noise_scale * self._sigma) * jax.random.normal(key, frame.shape, frame.dtype)
         return frame
 
     def _observe(self, s: State, sensor: dict[str, Any]) -> State:

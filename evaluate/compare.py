@@ -19,7 +19,7 @@ import numpy as np
 from deepdistill.evaluate import viewer as V
 from deepdistill.evaluate.metrics import action_agreement, linear_cka, pearson
 from deepdistill.student.policy import PolicyRun
-from deepdistill.student.interface import ArchitectureError, networks_from_dict
+from deepdistill.student.interface import ArchitectureError, is_recurrent, networks_from_dict
 from deepdistill.envs import GoalEnv, make_env
 from deepdistill.core.heads import pairwise_energy
 from deepdistill.core.rollout import (host_rollout, make_episode_evaluator, make_host_evaluator, rollout, split_key,
@@ -44,15 +44,21 @@ def time_calls(fn: Callable[[], object], n: int) -> dict[str, float]:
 
 
 def jax_latency(run: PolicyRun, n: int) -> dict[str, float]:
-    """Batch-1 latency of the jitted deterministic action (result fetched to the host)."""
-    f = jax.jit(lambda p, s, g: run.nets.deterministic_action(p, s, g))
-    s = jnp.zeros((1, run.spec.state_size))
+    """Batch-1 latency of the jitted deterministic action (result fetched to the host); a recurrent
+    student's one step, its hidden state in and out."""
+    s = jnp.zeros((1, run.nets.state_size))
     g = jnp.zeros((1, run.spec.goal_size))
     actor = run.params["actor"]
+    if is_recurrent(run.nets):
+        f = jax.jit(lambda p, h, s, g: run.nets.step(p, h, s, g))
+        h = run.nets.initial_carry(1)
+        return time_calls(lambda: np.asarray(f(actor, h, s, g)[0][0]), n)
+    f = jax.jit(lambda p, s, g: run.nets.deterministic_action(p, s, g))
     return time_calls(lambda: np.asarray(f(actor, s, g)), n)
 
 
-def policy_summary(name: str, kind: str, run: PolicyRun, evaluation: dict, latency: dict) -> dict:
+def policy_summary(name: str, kind: str, run: PolicyRun, evaluation: dict, latency: dict,
+                   observation: Optional[dict] = None) -> dict:
     return {
         "name": name,
         "kind": kind,
@@ -63,6 +69,7 @@ def policy_summary(name: str, kind: str, run: PolicyRun, evaluation: dict, laten
         "params": int(sum(run.num_params().values())),
         "actor_params": int(run.num_params()["actor"]),
         "flops_per_action": int(run.nets.flops_per_action()),
+        **(observation or {}),
         **evaluation,
         **latency,
     }
@@ -123,53 +130,69 @@ def compare(
     ``progress(row name, episodes)`` is told every chunk of episodes evaluated (:func:`evaluation_rows`
     counts the rows).
     """
+    from deepdistill.evaluate import sensors as SE
     from deepdistill.evaluate.native import native_controller, native_row, random_row
 
     env = env or make_env(teacher.spec.name, episode_length=teacher.config.get("episode_length"))
 
     def tick(name: str) -> Optional[Callable[[int], None]]:
         return (lambda n: progress(name, n)) if progress else None
-    policy = lambda p, s, g, nets: nets.deterministic_action(p, s, g)  # noqa: E731
+    S = env.spec.state_size
     entries: list[dict] = []
     trajectories: dict[str, dict] = {}
-    host_policies: list[tuple[str, Callable]] = []  # (name, act(state [1, S], goal [1, G])) for the viewer
+    host_policies: list[tuple] = []  # (name, act(state [1, S], goal [1, G])[, env, reset]) for the viewer
     split = "hard" if "hard" in env.spec.eval_splits else env.spec.eval_splits[-1]
     split_index = env.spec.eval_splits.index(split)
     per_episode: dict[str, dict] = {}  # name -> {split: episode_metrics}: the same episodes for every policy
     runs = [("teacher", teacher), *(("student", s) for s in students), *(("direct", d) for d in directs)]
     for kind, run in runs:
         name = {"teacher": "teacher", "student": f"student:{Path(run.run_dir).name}", "direct": f"direct:{run_label(run)}"}[kind]
-        fn = lambda p, s, g, nets=run.nets: policy(p, s, g, nets)  # noqa: E731
-        per_episode[name] = make_episode_evaluator(env, fn, episodes, seed, tick(name))(run.params["actor"])
-        entry = policy_summary(name, kind, run, summarize_splits(per_episode[name]), jax_latency(run, latency_samples))
+        # a student with sensors runs as deployed: its frames (noise-free), its trained delay, its memory
+        run_env, fn = SE.jax_eval(env, run)
+        per_episode[name] = make_episode_evaluator(run_env, fn, episodes, seed, tick(name))({"actor": run.params["actor"]})
+        observes = SE.observation_fields(SE.observation_of(run, env), is_recurrent(run.nets))
+        entry = policy_summary(name, kind, run, summarize_splits(per_episode[name]), jax_latency(run, latency_samples),
+                               observes)
         if kind != "student":  # train-teacher runs: their checkpoint step counts env steps
             entry["env_steps"] = int(run.step)
         entries.append(entry)
-        traj = jax.jit(lambda p, k, fn=fn: rollout(env, fn, p, k, min(episodes, 8), split))(
-            run.params["actor"], split_key(seed, split_index))
-        trajectories[name] = {"states": np.asarray(traj["states"]), "goals": np.asarray(traj["goals"])}
-        host_policies.append((name, host_act(run)))
+        traj = jax.jit(lambda p, k, fn=fn, e=run_env: rollout(e, fn, p, k, min(episodes, 8), split))(
+            {"actor": run.params["actor"]}, split_key(seed, split_index))
+        trajectories[name] = {"states": np.asarray(traj["states"])[..., :S], "goals": np.asarray(traj["goals"])}
+        if SE.sensed(run):
+            host_policies.append((name, host_act(run, fn), run_env, None))
+        else:
+            host_policies.append((name, host_act(run)))
     for name, pol in onnx_policies:
-        ev = make_host_evaluator(env, episodes, seed, tick(name))(pol.act)
-        s1 = np.zeros((1, env.spec.state_size), np.float32)
+        pol_env, act, reset = SE.onnx_eval(env, pol)
+        ev = make_host_evaluator(pol_env, episodes, seed, tick(name))(act, reset)
+        s1 = np.zeros((1, getattr(pol, "frame_size", S)), np.float32)
         g1 = np.zeros((1, env.spec.goal_size), np.float32)
+        if reset is not None:
+            reset()
         lat = time_calls(lambda: pol.act(s1, g1), latency_samples)
         meta = getattr(pol, "metadata", {}) or {}
         entry = {"name": name, "kind": "onnx", **ev, **lat}
+        if meta.get("observation_model"):
+            from deepdistill.envs.observation import ObservationModel
+
+            entry.update(SE.observation_fields(ObservationModel.from_dict(meta["observation_model"]),
+                                               bool(meta.get("recurrent"))))
         src = exported_from(meta, students, entries)
         if src is not None:  # the student this file was exported from: its sizes and costs
             entry.update({k: v for k, v in src.items() if k not in entry and k != "run"})
         entries.append(entry)
-        traj = host_rollout(env, pol.act, split_key(seed, split_index), min(episodes, 8), split)
-        trajectories[name] = {"states": traj["states"], "goals": traj["goals"]}
-        host_policies.append((name, pol.act))
+        traj = host_rollout(pol_env, act, split_key(seed, split_index), min(episodes, 8), split, reset=reset)
+        trajectories[name] = {"states": traj["states"][..., :S], "goals": traj["goals"]}
+        host_policies.append((name, act, pol_env, reset))
         ctl = native_controller(env, pol) if native else None
         if ctl is not None:  # the same policy file in native MuJoCo, from the same starts and goals
             from deepdistill.evaluate.native import jax_starts
 
             row = native_row(env, ctl, episodes, seed, tick(f"native:{name.split(':', 1)[-1]}"))
             keep = {k: entry[k] for k in ("arch", "actor_depth", "actor_width", "params", "actor_params",
-                                          "flops_per_action") if k in entry}
+                                          "flops_per_action", "observation_terms", "history", "history_actions",
+                                          "action_delay", "obs_noise", "recurrent", "observes") if k in entry}
             entries.append({"name": f"native:{name.split(':', 1)[-1]}", "kind": "native", "onnx": name, **keep, **row})
             _, starts = jax_starts(env, split_key(seed, split_index), min(episodes, 8), split)
             res = ctl.rollout(starts)
@@ -177,13 +200,16 @@ def compare(
     row, per_episode["random"] = random_row(env, episodes, seed, tick("random"))
     entries.append(row)
 
-    # agreement on the states the teacher visits (random split) toward its goals
-    res = jax.jit(lambda p: rollout(env, lambda p, s, g: policy(p, s, g, teacher.nets), p,
+    # agreement on the states the teacher visits (random split) toward its goals; students with sensors
+    # see other inputs there (their agreement is the robustness table's teacher row against theirs)
+    res = jax.jit(lambda p: rollout(env, lambda p, s, g: teacher.nets.deterministic_action(p, s, g), p,
                                     split_key(seed, 0), min(episodes, 64), env.spec.eval_splits[0]))(teacher.params["actor"])
     T = env.spec.episode_length
     states = np.asarray(res["states"][:T]).reshape(-1, env.spec.state_size)
     goals = np.repeat(np.asarray(res["goals"])[None], T, axis=0).reshape(-1, env.spec.goal_size)
-    agreements = {f"student:{Path(s.run_dir).name}": agreement(teacher, s, states, goals, seed) for s in students}
+    agreements = {f"student:{Path(s.run_dir).name}": agreement(teacher, s, states, goals, seed) for s in students
+                  if not SE.sensed(s)}
+    robust = SE.robustness(teacher, students, env, episodes, seed, [f"student:{Path(s.run_dir).name}" for s in students])
 
     students_e = [e for e in entries if e["kind"] == "student"]
     directs_e = [e for e in entries if e["kind"] == "direct"]
@@ -208,6 +234,8 @@ def compare(
         "agreement": agreements,
         "per_episode": {name: {split: {m: np.asarray(v).tolist() for m, v in res.items() if m in D.METRICS}
                                for split, res in splits.items()} for name, splits in per_episode.items()},
+        "robustness": robust,
+        "sensor_students": SE.keeps(robust) if robust else {},
         "machine": _machine(),
     }
     report["_trajectories"] = trajectories  # dropped from report.json; used for the plot
@@ -271,10 +299,27 @@ def exported_from(meta: dict, students: Sequence[PolicyRun], entries: list[dict]
     return None
 
 
-def host_act(run: PolicyRun) -> Callable:
-    """``act(state [B, S], goal [B, G]) -> [B, A]``: the run's jitted deterministic action, called from the host."""
-    f = jax.jit(lambda p, s, g, nets=run.nets: nets.deterministic_action(p, s, g))
-    return lambda s, g: f(run.params["actor"], s, g)
+def host_act(run: PolicyRun, policy: Optional[Callable] = None) -> Callable:
+    """``act(state [B, S], goal [B, G]) -> [B, A]``: the run's jitted deterministic action, called from the host.
+    ``policy``: a rollout policy of the run instead (:func:`deepdistill.evaluate.sensors.jax_eval`; a recurrent one
+    keeps its hidden state between calls, from zeros at the first)."""
+    params = {"actor": run.params["actor"]}
+    if policy is None:
+        f = jax.jit(lambda p, s, g, nets=run.nets: nets.deterministic_action(p, s, g))
+        return lambda s, g: f(run.params["actor"], s, g)
+    from deepdistill.core.rollout import as_recurrent
+
+    pol = as_recurrent(policy)
+    step = jax.jit(pol.step)
+    memory: dict = {}
+
+    def act(s, g):
+        if "carry" not in memory:
+            memory["carry"] = pol.init(params, len(s))
+        a, memory["carry"] = step(params, memory["carry"], s, g)
+        return a
+
+    return act
 
 
 def _machine() -> dict:
@@ -282,5 +327,4 @@ def _machine() -> dict:
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "jax_backend": jax.default_backend(), "devices": len(jax.devices())}
-
 

@@ -82,20 +82,34 @@ def sim2sim(env: GoalEnv, ctl: Any, key: jax.Array, episodes: int = SIM2SIM_EPIS
     over entries; ``scale`` is the entry's largest ``|obs_mjx|``, but at least 1% of the whole
     observation's (an entry that stays near zero, a resting cube's velocity, would otherwise turn
     float32 rounding into a large relative gap). ``sim2sim_obs_err_abs`` is the largest absolute difference. ``states``, when
-    given, receives the env's state after the reset and after each step (``jit`` compiles reset and step)."""
-    act = ctl.policy.act
+    given, receives the env's state after the reset and after each step (``jit`` compiles reset and step).
+
+    A student with sensors sees its frame on each side, and its actions land ``action_delay`` steps later
+    on each side (the MJX env through :class:`~deepdistill.envs.sensors.SensorEnv`, MuJoCo through the
+    controller's queue); each side has its own copy of the policy, so each keeps its own history."""
+    from deepdistill.evaluate.sensors import onnx_eval
+
     S = env.spec.state_size
-    s, starts = jax_starts(env, key, episodes, env.spec.eval_splits[0], jit)
-    step = jit(jax.vmap(env.step))
+    nat_policy = ctl.policy
+    mjx_policy = type(nat_policy)(nat_policy.path) if getattr(nat_policy, "stateful", False) else nat_policy
+    mjx_env, act, reset = onnx_eval(env, mjx_policy)
+    s, starts = jax_starts(mjx_env, key, episodes, env.spec.eval_splits[0], jit)
+    step = jit(jax.vmap(mjx_env.step))
     if states is not None:
         states.append(jax.device_get(s))
     datas, obs_n = zip(*(ctl.start(q, v, c) for q, v, c, _ in starts))
     obs_n = np.stack(obs_n)
     goals = np.asarray(s.info["goal"], np.float32)
     mjx_obs, nat_obs = [np.asarray(s.obs[:, :S])], [obs_n]
+    for p in {id(mjx_policy): mjx_policy, id(nat_policy): nat_policy}.values():
+        if hasattr(p, "reset"):
+            p.reset()
+    queue = [np.zeros((len(starts), env.spec.action_size), np.float32)] * ctl.action_delay
+    frame = getattr(nat_policy, "frame", lambda x: x)
     for _ in range(steps):
-        s = step(s, np.asarray(act(mjx_obs[-1], goals), np.float32))
-        obs_n = np.stack([ctl.step(d, a) for d, a in zip(datas, np.asarray(act(obs_n.astype(np.float32), goals)))])
+        s = step(s, np.asarray(act(np.asarray(s.obs[:, :-env.spec.goal_size]), goals), np.float32))
+        queue.append(np.asarray(nat_policy.act(frame(obs_n.astype(np.float32)), goals)))
+        obs_n = np.stack([ctl.step(d, a) for d, a in zip(datas, queue.pop(0))])
         mjx_obs.append(np.asarray(s.obs[:, :S]))
         nat_obs.append(obs_n)
         if states is not None:

@@ -13,6 +13,7 @@ COLUMNS = [
     ("arch", "arch", "{}"),
     ("actor_depth", "depth", "{}"),
     ("actor_width", "width", "{}"),
+    ("observes", "observes", "{}"),
     ("params", "params", "{:,}"),
     ("flops_per_action", "FLOPs/action", "{:,}"),
     ("success_rate", "success (random)", "{:.3f}"),
@@ -56,6 +57,11 @@ def markdown(report: dict, plots: Sequence[str]) -> str:
     out = [f"# Student vs teacher on `{report['env']}`", "",
            f"{report['episodes']} episodes per split, seed {report['seed']}, the same goals for every policy.", "",
            table(report), ""]
+    if any(r.get("history", 1) > 1 or r.get("action_delay") or r.get("obs_noise") or r.get("recurrent")
+           or r.get("observation_terms") not in (None, t.get("observation_terms")) for r in report["students"]):
+        out += ["Students with sensors (the observes column: their terms; history, GRU, action delay, training noise) "
+                "run as deployed: their frames without noise, their actions applied after their trained delay, "
+                "their history or hidden state kept across the episode; noise is in the robustness table.", ""]
     if report["agreement"]:
         out += ["## Agreement with the teacher (on states the teacher visits)", "",
                 "| student | action MSE | action cosine | CKA phi | CKA psi | logits Pearson |", "|---|---|---|---|---|---|"]
@@ -79,10 +85,18 @@ def markdown(report: dict, plots: Sequence[str]) -> str:
                        f"its success and {_ratio(n, src, 'time_at_goal')} of its time at goal in the MJX env; largest "
                        f"observation gap MJX vs MuJoCo over the first {n['sim2sim_steps']} steps: "
                        f"{n['sim2sim_obs_err']:.1e} of the observation's scale ({n['sim2sim_worst_entry']}).")
+    for name, k in (report.get("sensor_students") or {}).items():
+        out.append(f"- {name}: under its own sensors (training noise, trained delay) it keeps "
+                   f"{k['time_at_goal_kept']:.0%} of the teacher's time at goal ({k['time_at_goal']:.1f} against "
+                   f"{k['teacher_time_at_goal']:.1f}; success {k['success_rate']:.2f} against {k['teacher_success_rate']:.2f}).")
     if report.get("random"):
         r = report["random"]
         out.append(f"- random: uniform random actions reach the goal in {r['success_rate']:.0%} of the episodes "
                    f"(time at goal {r['time_at_goal']:.1f}): the floor every policy is measured against.")
+    if report.get("robustness"):
+        from deepdistill.evaluate.sensors import robustness_markdown
+
+        out += [""] + robustness_markdown(report["robustness"])
     out += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     if report.get("viewer"):
         out += [""] + V.markdown(report["viewer"])

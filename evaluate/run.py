@@ -35,9 +35,6 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
     students = [load_policy_run(s, "student", "--student") for s in cfg.student]
     for s in students:
         check_compatible(teacher, s)
-        if s.sensed:
-            raise RunError(f"--student {s.run_dir}: a student with its own sensors (observation_model.json) is not "
-                           f"evaluated by this version yet")
     directs = [load_direct(d, teacher, students) for d in cfg.direct]
     onnx = []
     for d in cfg.onnx:

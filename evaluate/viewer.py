@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -56,11 +56,13 @@ class Episode:
                 "final_distance": float(self.distance[-1]), "steps": int(len(self.distance))}
 
 
-def run_episode(env: GoalEnv, act: HostPolicy, eval_key: jax.Array, num_episodes: int, split: str) -> Episode:
+def run_episode(env: GoalEnv, act: HostPolicy, eval_key: jax.Array, num_episodes: int, split: str,
+                reset: Optional[Callable[[], None]] = None) -> Episode:
     """The first episode of ``rollout(eval_key, num_episodes, split)`` (same start, same goal) with a
     host policy, the bodies' poses recorded at every step (``core.rollout.host_rollout``), so JAX and
-    ONNX policies run the same code."""
-    r = host_rollout(env, act, eval_key, num_episodes, split, first=1, record=lambda s: s.pipeline_state.x)
+    ONNX policies run the same code (``env`` may be the task seen through a student's sensors;
+    ``reset()`` clears a policy's history)."""
+    r = host_rollout(env, act, eval_key, num_episodes, split, first=1, record=lambda s: s.pipeline_state.x, reset=reset)
     x = r["recorded"]
     return Episode(pos=x.pos[:, 0], rot=x.rot[:, 0], goal=r["goals"][0], distance=r["distance"][:, 0])
 
@@ -123,14 +125,17 @@ def file_names(names: list[str]) -> dict[str, str]:
 def pages(env: GoalEnv, policies: Sequence[tuple[str, HostPolicy]], eval_key: jax.Array, num_episodes: int,
           split: str) -> tuple[dict[str, Any], dict[str, str]]:
     """Every policy on the first episode of ``rollout(eval_key, num_episodes, split)``, one page each.
+    A policy is ``(name, act)``, or ``(name, act, env, reset)`` when it runs in its own view of the task
+    (a student's sensors) and keeps a history.
 
     Returns the listing for ``report.json`` (``split``, ``goal``, and per policy its ``file``,
     ``success``, ``final_distance``, ``steps``) and the pages ``{file name: html}``."""
-    files = file_names([name for name, _ in policies])
+    files = file_names([p[0] for p in policies])
     listing: dict[str, Any] = {"split": split, "goal": None, "policies": {}}
     html: dict[str, str] = {}
-    for name, act in policies:
-        ep = run_episode(env, act, eval_key, num_episodes, split)
+    for name, act, *own in policies:
+        own_env, reset = own if own else (env, None)
+        ep = run_episode(own_env, act, eval_key, num_episodes, split, reset)
         listing["goal"] = [round(float(v), 4) for v in ep.goal]
         listing["policies"][name] = {"file": files[name], **ep.summary(env.spec.success_threshold)}
         html[files[name]] = render(env, ep)

@@ -51,7 +51,8 @@ def main(args: Args) -> None:
     result = {**ctl.run(starts=starts, split=args.split), "policy": str(ctl.policy.path), "seed": args.seed}
     print(f"{result['task']}: success {result['success_rate']:.2f}, time at goal {result['time_at_goal']:.1f} of "
           f"{result['episode_length']} steps, final distance {result['final_distance']:.3f} over {result['episodes']} "
-          f"{args.split} episodes (native MuJoCo {result['mujoco_version']}, control every {result['control_dt'] * 1e3:.0f} ms)")
+          f"{args.split} episodes (native MuJoCo {result['mujoco_version']}, control every {result['control_dt'] * 1e3:.0f} ms"
+          + (f", actions applied {result['action_delay']} step(s) late as trained" if result["action_delay"] else "") + ")")
     if args.json:
         write_json_atomic(args.json, result)
 
@@ -62,14 +63,19 @@ def view(ctl: MujocoController, start) -> None:
 
     import mujoco.viewer
 
+    import numpy as np
+
     qpos, qvel, ctrl, goal = start
     d, obs = ctl.start(qpos, qvel, ctrl)
+    ctl.policy.reset()  # a student with a history or hidden state starts the episode afresh
+    queue = [np.zeros(ctl.policy.action_size, np.float32)] * ctl.action_delay  # its trained latency, simulated
     with mujoco.viewer.launch_passive(ctl.model, d) as v:
         for _ in range(ctl.episode_length):
             if not v.is_running():
                 break
             t0 = time.perf_counter()
-            obs = ctl.step(d, ctl.policy.act(obs, goal.astype("float32")))
+            queue.append(ctl.policy.act(ctl.policy.frame(obs.astype("float32")), goal.astype("float32")))
+            obs = ctl.step(d, queue.pop(0))
             v.sync()
             time.sleep(max(0.0, ctl.control_dt - (time.perf_counter() - t0)))
 

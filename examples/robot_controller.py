@@ -62,10 +62,11 @@ def main(args: Args) -> None:
     latencies, successes = [], []
     for episode in range(args.episodes):
         obs, reached, tick = robot.reset(), False, time.perf_counter()
+        policy.reset()  # a student with a history or hidden state starts each episode afresh
         for _ in range(robot.episode_length):
             state, goal = policy.split(obs)
             t0 = time.perf_counter()
-            action = policy.act(state, goal)
+            action = policy.act(policy.frame(state), goal)  # its sensor frame (the state, for most students)
             latencies.append(time.perf_counter() - t0)
             obs, success = robot.step(action)
             reached |= success

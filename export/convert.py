@@ -21,7 +21,7 @@ rounding (about 1e-2 relative; tests/test_networks.py).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,8 @@ import onnx
 from deepdistill.export import graph
 from deepdistill.export.compat import jax2onnx_converter
 from deepdistill.envs import EnvSpec
-from deepdistill.student.interface import PolicyNetworks
+from deepdistill.envs.observation import ObservationModel
+from deepdistill.student.interface import PolicyNetworks, is_recurrent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,21 +50,35 @@ class Port:
 @dataclasses.dataclass(frozen=True)
 class ModelDef:
     """What one exported file computes: ``fn`` is traced by jax2onnx, ``reference`` is the JAX model
-    (the training code path, jitted) that the parity check compares it with."""
+    (the training code path, jitted) that the parity check compares it with. A recurrent policy has
+    two outputs (``action``, ``h_out``) and its ``fn``/``reference`` return both."""
 
     name: str  # file stem and metadata "model": policy | sa_encoder | goal_encoder
     network: str  # which of the CRL networks: actor | sa_encoder | goal_encoder
     inputs: tuple[Port, ...]
-    output: Port
-    fn: Callable[..., jax.Array]
-    reference: Callable[..., jax.Array]
+    outputs: tuple[Port, ...]
+    fn: Callable[..., Any]
+    reference: Callable[..., Any]
     looped: bool  # blocks in one ONNX Loop (else unrolled)
 
+    @property
+    def output(self) -> Port:
+        return self.outputs[0]
 
-def model_defs(nets: PolicyNetworks, params: dict, spec: EnvSpec, max_unrolled_depth: int = 32, encoders: bool = True) -> list[ModelDef]:
+    @property
+    def recurrent(self) -> bool:
+        return len(self.outputs) > 1
+
+
+def model_defs(nets: PolicyNetworks, params: dict, spec: EnvSpec, max_unrolled_depth: int = 32, encoders: bool = True,
+               observation: Optional[ObservationModel] = None) -> list[ModelDef]:
     """The policy (and, when ``nets`` has them, the two encoders) with ``params``, in ``spec``'s
-    action range. Each architecture says what to trace (:meth:`PolicyNetworks.export_fn`)."""
+    action range. Each architecture says what to trace (:meth:`PolicyNetworks.export_fn`). The
+    ``observation`` input is what the policy observes (``observation``: a student's sensor input;
+    default the task's state)."""
     S, G, A = spec.state_size, spec.goal_size, spec.action_size
+    if observation is not None:
+        S = observation.input_size
     if getattr(nets, "matmul_dtype", "float32") != "float32":  # exported (and checked) in float32
         nets = dataclasses.replace(nets, matmul_dtype="float32")
     consts = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
@@ -73,27 +88,48 @@ def model_defs(nets: PolicyNetworks, params: dict, spec: EnvSpec, max_unrolled_d
     def to_range(a):
         return a if (scale, offset) == (1.0, 0.0) else a * np.float32(scale) + np.float32(offset)
 
-    obs = Port("observation", S, f"robot state: the first {S} entries of the {spec.name} observation")
+    if observation is None or observation.is_identity(spec.state_size):
+        obs = Port("observation", S, f"robot state: the first {S} entries of the {spec.name} observation")
+    else:
+        obs = Port("observation", S, f"the student's input: its last {observation.history} frame(s) of "
+                   f"{', '.join(observation.term_names)}" + (" and previous actions" if observation.history_actions else "")
+                   + " (metadata observation_model.input_layout)")
     goal = Port("goal", G, f"goal: the last {G} entries of the {spec.name} observation (state[goal_indices] when reached)")
     action = Port("action", A, f"deterministic action tanh(mean) in [{spec.action_low}, {spec.action_high}]")
 
     mean_fn, actor_loop = nets.export_fn("actor", consts["actor"], max_unrolled_depth)
-    defs = [
-        ModelDef(
-            "policy", "actor", (obs, goal), action,
-            lambda observation, goal: to_range(jnp.tanh(mean_fn(observation, goal))),
-            _bind(lambda p, o, g: to_range(nets.deterministic_action(p, o, g)), params["actor"]), actor_loop,
-        )
-    ]
+    if is_recurrent(nets):
+        H = int(nets.carry_size)
+        h_in = Port("h_in", H, "hidden state: h_out of the previous control step (zeros at an episode start)")
+        h_out = Port("h_out", H, "hidden state after this step: feed it back as h_in at the next control step")
+
+        def policy_fn(observation, goal, h_in):
+            mean, h = mean_fn(observation, goal, h_in)
+            return to_range(jnp.tanh(mean)), h
+
+        def reference(p, o, g, h):
+            (mean, _), h = nets.step(p, h, o, g)
+            return to_range(jnp.tanh(mean)), h
+
+        defs = [ModelDef("policy", "actor", (obs, goal, h_in), (action, h_out), policy_fn, _bind(reference, params["actor"]),
+                         actor_loop)]
+    else:
+        defs = [
+            ModelDef(
+                "policy", "actor", (obs, goal), (action,),
+                lambda observation, goal: to_range(jnp.tanh(mean_fn(observation, goal))),
+                _bind(lambda p, o, g: to_range(nets.deterministic_action(p, o, g)), params["actor"]), actor_loop,
+            )
+        ]
     if encoders and nets.has_encoders:
         act_in = Port("action", A, "action in the actor's tanh scale [-1, 1], as phi(s, a) was trained on")
         repr_dim = getattr(nets, "repr_dim", None)
         sa_fn, sa_loop = nets.export_fn("sa_encoder", consts["sa_encoder"], max_unrolled_depth)
         g_fn, g_loop = nets.export_fn("goal_encoder", consts["goal_encoder"], max_unrolled_depth)
         defs += [
-            ModelDef("sa_encoder", "sa_encoder", (obs, act_in), Port("phi", repr_dim, "representation phi(s, a)"),
+            ModelDef("sa_encoder", "sa_encoder", (obs, act_in), (Port("phi", repr_dim, "representation phi(s, a)"),),
                      sa_fn, _bind(nets.phi, params["sa_encoder"]), sa_loop),
-            ModelDef("goal_encoder", "goal_encoder", (goal,), Port("psi", repr_dim, "representation psi(g)"),
+            ModelDef("goal_encoder", "goal_encoder", (goal,), (Port("psi", repr_dim, "representation psi(g)"),),
                      g_fn, _bind(nets.psi, params["goal_encoder"]), g_loop),
         ]
     return defs
@@ -116,11 +152,11 @@ def to_onnx_model(d: ModelDef, opset: int) -> onnx.ModelProto:
         opset=opset,
         normalization_mode="prefer_native",
         input_names=[p.name for p in d.inputs],
-        output_names=[d.output.name],
+        output_names=[p.name for p in d.outputs],
         return_mode="proto",
     )
     graph.simplify(model)
     names = [i.name for i in model.graph.input]
-    if names != [p.name for p in d.inputs] or [o.name for o in model.graph.output] != [d.output.name]:
+    if names != [p.name for p in d.inputs] or [o.name for o in model.graph.output] != [p.name for p in d.outputs]:
         raise RuntimeError(f"{d.name}: jax2onnx produced inputs {names}; expected only {[p.name for p in d.inputs]}")
     return model

@@ -36,9 +36,22 @@ another language) can read it without our code. Fields of every model:
                        :func:`content_digest`; the runtime refuses a file whose metadata or weights
                        were edited after export (schema-2 files written before it existed have none
                        and load as before; from schema 3 on it is required)
+``observation_model``  (schema 3) what the policy sees
+                       (:class:`deepdistill.envs.observation.ObservationModel`): its ``terms``
+                       (name, ``state_indices`` into the task's state, units, meaning, the training
+                       ``noise_std``), ``frame_size``, ``history`` K, ``history_actions``,
+                       ``input_size`` and ``input_layout`` of the ``observation`` input (K frames
+                       oldest first, then K previous actions oldest first), ``initial_history``,
+                       ``action_delay`` and its ``action_delay_semantics``, ``task_noise``. A policy
+                       that sees the task's state has every term, K = 1, no actions, no delay
+``recurrent``          (schema 3) ``null``, or ``{"hidden_size", "input": "h_in", "output": "h_out",
+                       "initial"}`` for a policy that carries a hidden state: feed ``h_out`` back as
+                       ``h_in`` at the next control step, zeros at every episode start
 =====================  ==========================================================================
 
-Schema 1 files (without the schema-2 fields) still load; they have no native controller.
+Schema 1 files (without the schema-2 fields) still load; they have no native controller. Schema 2
+files load as policies that see the task's state (no history, no memory). A reader of an older schema
+refuses a newer file in one line (its ``schema_version`` is newer than the reader's).
 
 Every field's type, range and finiteness, and from which schema version on it is required, are
 declared once in :mod:`deepdistill.export.schema` (the controller record down to each recipe
@@ -49,8 +62,10 @@ The fields must agree with one another (:func:`check_consistency`): a numeric, o
 range; ``goal_size`` goal indices inside the observation; ``env_spec`` naming ``task`` and repeating
 its sizes, goal indices and action range.
 
-The policy maps ``observation [B, S], goal [B, G]`` (float32) to ``action [B, A]``:
-``tanh(mean)`` of the actor, mapped linearly from ``[-1, 1]`` into ``[action_low, action_high]``.
+The policy maps ``observation [B, I], goal [B, G]`` (float32; ``I = observation_model.input_size``,
+S for a policy that sees the task's state) to ``action [B, A]``: ``tanh(mean)`` of the actor, mapped
+linearly from ``[-1, 1]`` into ``[action_low, action_high]``; a recurrent one also takes ``h_in [B, H]``
+and returns ``h_out [B, H]``.
 """
 
 from __future__ import annotations
@@ -63,7 +78,7 @@ from typing import Any, Mapping, Optional
 from deepdistill.core.errors import UserError
 from deepdistill.export import schema
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PREFIX = "deepdistill."
 MODEL_KINDS = schema.MODEL_KINDS
 

@@ -13,6 +13,12 @@ becomes ``ctrl``, the physics steps per action, and how episodes start and where
 are batched: one policy call per control step for all of them, then ``n_frames`` ``mj_step`` calls per
 episode and ``mj_forward`` before reading the next observation.
 
+A student with sensors (metadata schema 3, ``observation_model``) gets its frame, its terms cut from
+the recipe's observation (``policy.frame``); the policy keeps its own history and hidden state, reset
+at the start of every batch of episodes. The controller models the student's ``action_delay`` as a
+simulator should: each action is queued and applied that many control steps later (zeros first);
+``action_delay=`` overrides it (0: apply at once). No sensor noise is added.
+
 The contract itself is validated when the policy loads (:mod:`deepdistill.export.schema`, through
 :class:`OnnxPolicy`): a missing or mistyped field is one line naming it and blaming the policy's
 metadata. Wrong inputs raise :class:`ControllerError` with one line that names the fix: a policy
@@ -51,10 +57,17 @@ class MujocoController:
     Args:
         policy: ``policy.onnx``, the directory holding it, or a loaded :class:`OnnxPolicy`.
         xml: the task's MJCF (default: ``task.xml`` beside the policy file).
+        action_delay: control steps between an action and its application in the simulation
+            (default: the policy's ``observation_model.action_delay``, what it was trained with).
     """
 
-    def __init__(self, policy: str | os.PathLike | OnnxPolicy, xml: Optional[str | os.PathLike] = None):
+    def __init__(self, policy: str | os.PathLike | OnnxPolicy, xml: Optional[str | os.PathLike] = None,
+                 action_delay: Optional[int] = None):
         self.policy = policy if isinstance(policy, OnnxPolicy) else OnnxPolicy(policy)
+        delay = self.policy.action_delay if action_delay is None else action_delay
+        if isinstance(delay, bool) or not isinstance(delay, (int, np.integer)) or delay < 0:
+            raise ControllerError(f"action_delay={delay!r}: give a number of control steps >= 0")
+        self.action_delay = int(delay)
         meta = self.policy.metadata
         where = str(self.policy.path)
         contract = meta.get("controller")
@@ -163,8 +176,9 @@ class MujocoController:
     def rollout(self, starts: list[tuple[np.ndarray, ...]], steps: Optional[int] = None) -> dict[str, np.ndarray]:
         """Run the policy from ``starts`` for ``steps`` control steps (default: the episode length).
 
-        Returns ``observations [T+1, N, S]``, ``goals [N, G]``, ``actions [T, N, A]``, ``distance [T, N]``
-        and ``success [T, N]`` (within the success threshold after each step)."""
+        Returns ``observations [T+1, N, S]``, ``goals [N, G]``, ``actions [T, N, A]`` (those the policy
+        commanded; with ``action_delay`` N each is applied N steps later), ``distance [T, N]`` and
+        ``success [T, N]`` (within the success threshold after each step)."""
         steps = self.episode_length if steps is None else int(steps)
         if not starts:
             raise ControllerError("no starts: run at least one episode")
@@ -172,9 +186,12 @@ class MujocoController:
         datas, obs = list(datas), np.stack(obs)
         goals = np.stack([np.asarray(g, np.float32) for *_, g in starts])
         observations, actions, distance = [obs], [], []
+        self.policy.reset()  # a new history and hidden state for these episodes
+        queue = [np.zeros((len(starts), self.policy.action_size), np.float32)] * self.action_delay
         for _ in range(steps):
-            act = np.asarray(self.policy.act(obs.astype(np.float32), goals))
-            obs = np.stack([self.step(d, a) for d, a in zip(datas, act)])
+            act = np.asarray(self.policy.act(self.policy.frame(obs.astype(np.float32)), goals))
+            queue.append(act)
+            obs = np.stack([self.step(d, a) for d, a in zip(datas, queue.pop(0))])
             observations.append(obs)
             actions.append(act)
             distance.append(np.linalg.norm(obs[:, self.goal_indices] - goals, axis=-1))
@@ -199,6 +216,7 @@ class MujocoController:
             "final_distance": float(np.mean(distance[-1])),
             "episode_length": self.episode_length,
             "control_dt": self.control_dt,
+            "action_delay": self.action_delay,
             "mujoco_version": mujoco.__version__,
         }
 

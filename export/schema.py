@@ -181,6 +181,28 @@ CONTROLLER = Tagged("native", {
     },
 }, since=2)
 
+# --- what the policy observes, and its memory (schema 3 on) ---------------------------------------------
+
+_TERM = Record({"name": Str(), "size": Int(min=1), "state_indices": List(INDEX, length=2), "units": Str(),
+                "meaning": Str(), "noise_std": Num(min=0)})
+OBSERVATION_MODEL = Record({
+    "terms": List(_TERM, min_length=1),
+    "frame_size": Int(min=1),
+    "history": Int(min=1),
+    "history_actions": F("bool"),
+    "action_size": Int(min=1),
+    "input_size": Int(min=1),
+    "input_layout": List(Record({"part": Str(choices=("frame", "previous_action")), "age": INDEX, "start": INDEX,
+                                 "stop": Int(min=1)}), min_length=1),
+    "initial_history": Str(),
+    "action_delay": Int(min=0),
+    "action_delay_semantics": Str(),
+    "noise": Str(),
+    "task_noise": F("map", values=Num(min=0)),
+}, since=3)
+RECURRENT = Record({"hidden_size": Int(min=1), "input": Str(), "output": Str(), "initial": Str()},
+                   since=3, nullable=True)
+
 # --- every model's metadata ------------------------------------------------------------------------------
 
 _PORT = Record({"name": Str(), "shape": List(F("any"), min_length=1)})
@@ -199,7 +221,7 @@ METADATA: dict[str, F] = {
     "success_threshold": Num(min=0),
     "input_normalization": Str(**OPTIONAL),
     "inputs": List(_PORT, min_length=1),
-    "outputs": List(_PORT, length=1),
+    "outputs": List(_PORT, min_length=1),  # the action, and a recurrent policy's h_out
     "architecture": Record({}),
     "provenance": Record({}),
     "deepdistill_version": Str(),
@@ -209,6 +231,8 @@ METADATA: dict[str, F] = {
     "controller": CONTROLLER,
     "weights_sha256": Str(pattern=HEX64, **OPTIONAL),
     "content_sha256": Str(pattern=HEX64, since=3),  # optional in schema 2 files (written before it existed)
+    "observation_model": OBSERVATION_MODEL,
+    "recurrent": RECURRENT,
 }
 
 
@@ -372,14 +396,56 @@ def check_controller(c: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         raise SchemaError("controller.episode.goals", f"has no split {missing[0]!r} (env_spec.eval_splits lists it)")
 
 
+def check_observation(meta: Mapping[str, Any]) -> None:
+    """The observation model and the recurrence must agree with themselves and with the graph's ports
+    (after :func:`validate`); raises :class:`SchemaError` naming the field."""
+    m, p = meta["observation_model"], "observation_model"
+    S, A = meta["observation_size"], meta["action_size"]
+    for i, t in enumerate(m["terms"]):
+        start, stop = t["state_indices"]
+        if not (start < stop <= S and stop - start == t["size"]):
+            raise SchemaError(f"{p}.terms[{i}].state_indices", f"[{start}, {stop}] is not {t['size']} (size) entries "
+                              f"of the state of {S} (observation_size)")
+    F_, K = sum(t["size"] for t in m["terms"]), m["history"]
+    want = {"frame_size": F_, "action_size": A, "input_size": K * F_ + (K * A if m["history_actions"] else 0)}
+    for name, value in want.items():
+        if m[name] != value:
+            raise SchemaError(f"{p}.{name}", f"is {m[name]}, expected {value}")
+    at = 0
+    for i, part in enumerate(m["input_layout"]):
+        size = F_ if part["part"] == "frame" else A
+        if (part["start"], part["stop"]) != (at, at + size):
+            raise SchemaError(f"{p}.input_layout[{i}]", f"spans [{part['start']}, {part['stop']}], expected [{at}, {at + size}]")
+        at += size
+    if at != m["input_size"]:
+        raise SchemaError(f"{p}.input_layout", f"covers {at} entries, expected input_size {m['input_size']}")
+    ports = {port["name"]: port["shape"][-1] for port in meta["inputs"]}
+    if "observation" in ports and ports["observation"] != m["input_size"]:
+        raise SchemaError("inputs", f"observation has {ports['observation']} entries, expected {p}.input_size "
+                          f"{m['input_size']}")
+    r = meta.get("recurrent")
+    if r is not None and meta["model"] == "policy":
+        outputs = {port["name"]: port["shape"][-1] for port in meta["outputs"]}
+        for name, where in ((r["input"], ports), (r["output"], outputs)):
+            if where.get(name) != r["hidden_size"]:
+                raise SchemaError("recurrent", f"{name} must be a port of {r['hidden_size']} (hidden_size) entries")
+    elif meta["model"] == "policy" and len(meta["outputs"]) != 1:
+        raise SchemaError("outputs", f"has {len(meta['outputs'])} entries; a policy without recurrent has one (the action)")
+
+
 def check_metadata(meta: Mapping[str, Any]) -> None:
-    """The whole metadata record against :data:`METADATA` (and a native controller's cross-field rules)."""
+    """The whole metadata record against :data:`METADATA` (and a native controller's and the observation
+    model's cross-field rules)."""
     version = meta.get("schema_version")
     validate(version, METADATA["schema_version"], "schema_version", 1)
     check_fields(meta, METADATA, "", version)
     c = meta.get("controller")
     if isinstance(c, dict) and c.get("native") is True:
         check_controller(c, meta)
+    if version >= 3:
+        check_observation(meta)
+    elif len(meta["outputs"]) != 1:
+        raise SchemaError("outputs", f"has {len(meta['outputs'])} entries, expected 1 before schema 3")
 
 
 def known_kinds() -> dict[str, tuple[set, set]]:

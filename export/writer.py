@@ -26,6 +26,8 @@ from deepdistill.export.convert import ModelDef, model_defs, to_onnx_model
 from deepdistill.export.parity import check_parity, parity_inputs
 from deepdistill.core.checkpoint import Checkpointer
 from deepdistill.core.errors import ConfigError, UserError
+from deepdistill.envs.observation import ObservationModel
+from deepdistill.student.interface import is_recurrent
 from deepdistill.student.policy import PolicyRun, load_policy_run
 from deepdistill.core.rundir import check_run, check_writable_dir, exclusive, write_temp
 
@@ -67,11 +69,10 @@ def _export_locked(cfg: ExportConfig, out: Path, files: tuple[str, ...]) -> dict
 
 def export_policy(run: PolicyRun, out: Path, cfg: ExportConfig, log: Callable[[str], None] = _print) -> dict[str, Any]:
     """Convert, check and write the models of a loaded run (``cfg`` supplies the options)."""
-    if run.sensed:
-        raise UserError(f"{cfg.flag} {run.run_dir}: a student with its own sensors (observation_model.json) needs "
-                        f"metadata schema 3, which this version does not write yet")
-    defs = model_defs(run.nets, run.params, run.spec, cfg.max_unrolled_depth, cfg.encoders)
-    inputs = parity_inputs(run.spec, cfg.parity_samples, cfg.parity_env_steps, cfg.seed)
+    observation = run.observation if run.sensed else None
+    defs = model_defs(run.nets, run.params, run.spec, cfg.max_unrolled_depth, cfg.encoders, observation)
+    inputs = parity_inputs(run.spec, cfg.parity_samples, cfg.parity_env_steps, cfg.seed, observation,
+                           int(getattr(run.nets, "carry_size", 0) or 0) if is_recurrent(run.nets) else 0)
     base, task_xml = run_metadata(run)
     models, summary = [], {}
     for d in defs:
@@ -118,7 +119,13 @@ def run_metadata(run: PolicyRun) -> tuple[dict[str, Any], bytes | None]:
 
     spec = run.spec
     teacher = run.info.get("teacher") if run.kind == "student" else None
-    controller, names, task_xml = controller_metadata(make_env(spec.name))
+    env = make_env(spec.name)
+    controller, names, task_xml = controller_metadata(env)
+    observation = run.observation or ObservationModel.full(env.observation_terms(), spec.action_size)
+    recurrent = None
+    if is_recurrent(run.nets):
+        recurrent = {"hidden_size": int(run.nets.carry_size), "input": "h_in", "output": "h_out",
+                     "initial": "zeros at the first control step of every episode; then the h_out of the previous step"}
     return {
         "schema_version": metadata.SCHEMA_VERSION,
         "task": spec.name,
@@ -130,7 +137,7 @@ def run_metadata(run: PolicyRun) -> tuple[dict[str, Any], bytes | None]:
         "action_low": float(spec.action_low),
         "action_high": float(spec.action_high),
         "success_threshold": float(spec.success_threshold),
-        "input_normalization": "none: feed the raw robot state and goal, as the task produces them",
+        "input_normalization": "none: feed raw values (the robot state or sensor frames, the goal), as the task produces them",
         "provenance": {
             "run_kind": run.kind,
             "run": str(run.run_dir.resolve()),
@@ -142,6 +149,8 @@ def run_metadata(run: PolicyRun) -> tuple[dict[str, Any], bytes | None]:
         "deepdistill_version": __version__,
         **names,
         "controller": controller,
+        "observation_model": observation.to_dict(),
+        "recurrent": recurrent,
     }, task_xml
 
 
@@ -151,7 +160,7 @@ def model_metadata(d: ModelDef, run: PolicyRun) -> dict[str, Any]:
     return {
         "model": d.name,
         "inputs": [p.to_dict() for p in d.inputs],
-        "outputs": [d.output.to_dict()],
+        "outputs": [p.to_dict() for p in d.outputs],
         "architecture": {
             "network": d.network,
             "arch": summary["arch"],

@@ -52,7 +52,7 @@ def write_policy(env, out, seed=0, task=None):
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     meta = {
-        "schema_version": metadata.SCHEMA_VERSION, "model": "policy", "task": task or spec.name, "env_spec": spec.to_dict(),
+        "schema_version": 2, "model": "policy", "task": task or spec.name, "env_spec": spec.to_dict(),
         "observation_size": S, "goal_size": G, "action_size": A, "goal_indices": list(spec.goal_indices),
         "action_low": spec.action_low, "action_high": spec.action_high, "success_threshold": spec.success_threshold,
         "inputs": [{"name": "observation", "shape": ["B", S]}, {"name": "goal", "shape": ["B", G]}],
@@ -156,7 +156,7 @@ def test_export_writes_task_xml_and_the_controller_metadata(tmp_path):
     ctl = MujocoController(tmp_path / "onnx")
     meta = ctl.policy.metadata
     c = meta["controller"]
-    assert meta["schema_version"] == 2 and c["native"] and summary[TASK_XML]["sha256"] == c["task_xml_sha256"]
+    assert meta["schema_version"] == metadata.SCHEMA_VERSION and c["native"] and summary[TASK_XML]["sha256"] == c["task_xml_sha256"]
     assert c["task_xml_sha256"] == hashlib.sha256(xml).hexdigest()
     assert c["actuator_names"] == ["joint0", "joint1"] and c["ctrl_range"] == [[-1.0, 1.0], [-1.0, 1.0]]
     assert (c["timestep"], c["n_frames"]) == (0.01, 2) and c["control_dt"] == pytest.approx(0.02)

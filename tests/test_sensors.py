@@ -245,3 +245,227 @@ def test_bad_sensor_flags_exit_2_in_one_line_and_write_nothing(point_teacher, tm
     assert e.value.code == 2, err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+# --- a recurrent student (student/gru.py) ------------------------------------------------------------------------
+
+
+def test_gru_sequences_replay_the_hidden_state_the_student_acted_with(point_teacher):
+    """Collected with the student acting alone, every stored row holds the hidden state before that step
+    (zeros at an episode start), and truncated BPTT from the stored state reproduces the actions taken."""
+    from deepdistill.distill.run import DistillStage
+    from deepdistill.student.policy import load_teacher
+
+    cfg = tiny(point_teacher, "unused", arch="gru", width=8, beta_start=0.0, beta_end=0.0, beta_schedule="constant",
+               future_goal_fraction=0.0, seq_len=8, batch_size=128, history_actions=True, obs_noise=("0.02",))
+    stage = DistillStage(cfg, load_teacher(point_teacher))
+    d = stage.distiller
+    ds = stage.init()
+    for _ in range(2):  # 75 steps: the sequences may cross into the second episode (length 50)
+        ds = jax.jit(d._collect)(ds, jax.random.PRNGKey(7), stage.teacher_params)
+    assert int(ds.replay.written) == 75 and ds.carry.shape == (8, 8)
+    rows = np.asarray(ds.replay.states)
+    np.testing.assert_array_equal(rows[0, :, -8:], 0.0)
+    np.testing.assert_array_equal(rows[50, :, -8:], 0.0)  # the memory restarts with the episode
+    assert np.abs(rows[1:50, :, -8:]).max() > 0
+    batch = jax.jit(d.sample_batch)(ds, jax.random.PRNGKey(3))
+    assert batch["state"].shape == (128, 2 + 2) and batch["carry0"].shape == (16, 8)  # frame + previous action
+    assert np.asarray(batch["first"]).reshape(16, 8)[:, 1:].any()  # a sequence runs into the next episode
+    mean, _ = jax.jit(d.student_policy)(ds.student["actor"], batch)
+    np.testing.assert_allclose(np.tanh(mean), batch["action"], atol=2e-5)
+
+
+def test_a_gru_student_with_sensors_learns(point_teacher, tmp_path):
+    distill(tiny(point_teacher, tmp_path / "g", arch="gru", seq_len=8, history_actions=True, obs_noise=("0.05",),
+                 action_delay=1))
+    student = load_student(tmp_path / "g")
+    assert student.nets.describe()["recurrent"] and student.observation.action_delay == 1
+    metrics = [json.loads(line) for line in open(tmp_path / "g" / "metrics.jsonl")]
+    assert metrics[-1]["train/action_mse"] < metrics[0]["train/action_mse"]
+    assert 0.0 <= metrics[-1]["success_rate"] <= 1.0
+
+
+# --- export (schema 3) and the runtimes -------------------------------------------------------------------------
+
+from deepdistill.envs.observation import OBSERVATION_FILE  # noqa: E402
+from deepdistill.export import metadata  # noqa: E402
+from deepdistill.export.config import ExportConfig  # noqa: E402
+from deepdistill.export.runtime import OnnxPolicy, PolicyFileError, PolicyInputError  # noqa: E402
+from deepdistill.export.writer import export_run  # noqa: E402
+from deepdistill.student import GRUNetworks, MLPNetworks  # noqa: E402
+
+
+def write_random_student(run_dir, nets, model, task="point_arena", episode_length=50, seed=0):
+    """A student run with random parameters for ``nets`` and the observation ``model``."""
+    spec = make_env(task, episode_length=episode_length).spec
+    params = jax.tree.map(lambda a: a + 0.05, nets.init(jax.random.PRNGKey(seed)))  # biases away from 0
+    write_json_atomic(run_dir / "config.json", {"env": task, "seed": seed})
+    write_json_atomic(run_dir / "env_spec.json", spec.to_dict())
+    write_json_atomic(run_dir / "networks.json", nets.to_dict())
+    write_json_atomic(run_dir / OBSERVATION_FILE, model.to_dict())
+    write_run_info(run_dir, "student", env=task)
+    ckpt = Checkpointer(run_dir)
+    ckpt.save(1, {"step": 1}, params, {"step": 1})
+    ckpt.close()
+    return run_dir
+
+
+HISTORY = point_model(history=3, history_actions=True, noise=(("position", 0.05),), action_delay=1)
+RECURRENT = point_model(history_actions=True, noise=(("position", 0.05),), action_delay=1)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A history student and a GRU student of point_arena, exported."""
+    root = tmp_path_factory.mktemp("exported")
+    out = {}
+    for name, nets, model in (
+        ("history", MLPNetworks(HISTORY.input_size, 2, 2, actor_width=16, actor_depth=1, encoders=False), HISTORY),
+        ("gru", GRUNetworks(RECURRENT.input_size, 2, 2, hidden=8, head_width=8), RECURRENT),
+    ):
+        run = write_random_student(root / name, nets, model)
+        summary = export_run(ExportConfig(student=str(run), out=str(root / f"{name}_onnx"), parity_samples=32))
+        out[name] = (run, root / f"{name}_onnx", summary)
+    return out
+
+
+def jax_and_onnx_episodes(run_dir, onnx_dir, keys, reset=True):
+    """Each episode of ``keys`` twice: the JAX student on its input built by SensorEnv, and the ONNX file
+    fed this step's frame alone (the runtime keeps the history and hidden state); delay in both envs."""
+    from deepdistill.core.rollout import as_recurrent
+    from deepdistill.distill.train import student_policy
+
+    student = load_student(run_dir)
+    model = student.observation.replace(noise=())  # noise-free: both sides see the same frames
+    env, deploy = SensorEnv(make_env("point_arena", episode_length=50), model), SensorEnv(make_env("point_arena", episode_length=50), model.frames_only())
+    pol = as_recurrent(student_policy(student.nets, slice(2, None)))
+    policy = OnnxPolicy(onnx_dir)
+    step_j, step_d = jax.jit(env.step), jax.jit(deploy.step)
+    runs = []
+    for key in keys:
+        s, d = env.reset_split(jax.random.PRNGKey(key), "random"), deploy.reset_split(jax.random.PRNGKey(key), "random")
+        carry = pol.init(student.params, 1)
+        if reset:
+            policy.reset()
+        a_jax, a_onnx = [], []
+        for _ in range(12):
+            a, carry = pol.step(student.params, carry, s.obs[None, :-2], s.obs[None, -2:])
+            a_jax.append(np.asarray(a[0]))
+            a_onnx.append(policy.act(np.asarray(d.obs[2:4]), np.asarray(d.obs[-2:])))
+            s, d = step_j(s, a[0]), step_d(d, jnp.asarray(a_onnx[-1]))
+        runs.append((np.stack(a_jax), np.stack(a_onnx)))
+    return runs
+
+
+@pytest.mark.parametrize("kind", ["history", "gru"])
+def test_the_runtime_keeps_the_history_and_hidden_state_and_resets_them_per_episode(exported, kind):
+    run, onnx_dir, summary = exported[kind]
+    for a_jax, a_onnx in jax_and_onnx_episodes(run, onnx_dir, keys=(0, 1)):
+        np.testing.assert_allclose(a_onnx, a_jax, atol=1e-5)
+        assert np.abs(np.diff(a_jax, axis=0)).max() > 1e-3  # the actions change: the check has teeth
+    # without reset() the second episode starts from the first one's history: its first actions differ
+    (_, _), (a_jax, a_onnx) = jax_and_onnx_episodes(run, onnx_dir, keys=(0, 1), reset=False)
+    assert np.abs(a_onnx[0] - a_jax[0]).max() > 1e-4
+
+
+def test_schema_3_metadata_records_the_observation_model_and_the_memory(exported):
+    _, onnx_dir, summary = exported["gru"]
+    p = OnnxPolicy(onnx_dir)
+    m = p.metadata
+    assert m["schema_version"] == 3 == metadata.SCHEMA_VERSION
+    om = m["observation_model"]
+    assert [t["name"] for t in om["terms"]] == ["position"] and om["terms"][0]["noise_std"] == 0.05
+    assert (om["history"], om["history_actions"], om["action_delay"], om["input_size"]) == (1, True, 1, 4)
+    assert m["recurrent"]["hidden_size"] == 8 and [o["name"] for o in m["outputs"]] == ["action", "h_out"]
+    assert [i["name"] for i in m["inputs"]] == ["observation", "goal", "h_in"]
+    assert set(m["parity"]) >= {"random", "task", "sequence"} and m["parity"]["sequence"]["max_abs_err"] <= 1e-5
+    _, hist_dir, _ = exported["history"]
+    h = OnnxPolicy(hist_dir)
+    assert h.metadata["recurrent"] is None and h.metadata["observation_model"]["input_layout"][-1] == {
+        "part": "previous_action", "age": 1, "start": 10, "stop": 12}
+    assert (h.frame_size, h.input_size, h.stateful) == (2, 12, True)
+    with pytest.raises(PolicyInputError, match="call reset"):
+        h.reset()
+        h.act(np.zeros((2, 2)), np.zeros((2, 2)))
+        h.act(np.zeros((3, 2)), np.zeros((3, 2)))
+
+
+def test_a_schema_2_reader_refuses_a_schema_3_file_in_one_line(exported, monkeypatch):
+    _, onnx_dir, _ = exported["history"]
+    monkeypatch.setattr(metadata, "SCHEMA_VERSION", 2)
+    with pytest.raises(PolicyFileError) as e:
+        OnnxPolicy(onnx_dir)
+    assert "metadata schema 3 is newer than this reader's (2); upgrade deepdistill" in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
+
+
+# --- evaluate and the native MuJoCo controller -------------------------------------------------------------------
+
+
+def test_evaluate_states_each_students_observation_model_and_the_robustness_table(point_teacher, exported, tmp_path):
+    from deepdistill.evaluate.compare import compare
+    from deepdistill.export.runtime import OnnxPolicy
+    from deepdistill.student.policy import load_teacher
+
+    (hist, hist_onnx, _), (gru, gru_onnx, _) = exported["history"], exported["gru"]
+    report = compare(load_teacher(point_teacher), [load_student(hist), load_student(gru)],
+                     [("onnx:h", OnnxPolicy(hist_onnx)), ("onnx:g", OnnxPolicy(gru_onnx))], episodes=8, latency_samples=5)
+    students = {s["name"]: s for s in report["students"]}
+    h = students[f"student:{hist.name}"]
+    assert (h["observation_terms"], h["history"], h["action_delay"], h["obs_noise"]) == (["position"], 3, 1, {"position": 0.05})
+    assert students[f"student:{gru.name}"]["recurrent"] and report["teacher"]["obs_noise"] == {}
+    for onnx_row, src in (("onnx:h", h), ("onnx:g", students[f"student:{gru.name}"])):  # as deployed: the same episodes
+        row = next(o for o in report["onnx_all"] if o["name"] == onnx_row)
+        assert row["time_at_goal"] == pytest.approx(src["time_at_goal"], abs=1e-6)
+        assert row["final_distance"] == pytest.approx(src["final_distance"], abs=1e-4)
+    rob = report["robustness"]
+    assert [r["name"] for r in rob["rows"]] == ["teacher", f"student:{hist.name}", f"student:{gru.name}"]
+    grid = [(r["noise_scale"], r["action_delay"]) for r in rob["rows"][1]["results"]]
+    assert grid == [(0.0, 1), (1.0, 1), (2.0, 1), (1.0, 0), (1.0, 2)]
+    assert rob["rows"][0]["results"][2]["obs_noise"] == {"position": 0.1}  # the teacher at 2x the student's noise
+    assert set(report["sensor_students"]) == {f"student:{hist.name}", f"student:{gru.name}"}
+    assert report["agreement"] == {}  # students with sensors see other inputs than the teacher's states
+    from deepdistill.evaluate.report import markdown
+
+    md = markdown(report, [])
+    assert "## Robustness: sensor noise and action delay" in md and "position; 3 frames + actions; delay 1; noise 0.05" in md
+
+
+@pytest.fixture(scope="module")
+def reacher_gru(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reacher")
+    terms = make_env("reacher").observation_terms()
+    model = ObservationModel(terms[:2], history_actions=True, noise=(("cos_qpos", 0.01), ("sin_qpos", 0.01)),
+                             action_delay=1, action_size=2)
+    run = write_random_student(root / "gru", GRUNetworks(model.input_size, 3, 2, hidden=8, head_width=8), model,
+                               task="reacher", episode_length=20)
+    export_run(ExportConfig(student=str(run), out=str(root / "onnx"), parity_samples=16, parity_env_steps=4))
+    return run, root / "onnx"
+
+
+def test_the_native_controller_feeds_frames_keeps_the_memory_and_models_the_delay(reacher_gru):
+    """In native MuJoCo a GRU student that sees only joint angles acts as it does in MJX: the same actions
+    from the same starts (frames cut from the recipe, hidden state kept, its actions one step late), and a
+    second run of the same episodes repeats the first (the state is reset)."""
+    from deepdistill.core.rollout import as_recurrent
+    from deepdistill.distill.train import student_policy
+    from deepdistill.evaluate.native import jax_starts, native_controller, sim2sim
+
+    run, onnx_dir = reacher_gru
+    env = make_env("reacher", episode_length=20)
+    ctl = native_controller(env, OnnxPolicy(onnx_dir))
+    assert ctl.action_delay == 1
+    mjx_env = SensorEnv(env, load_student(run).observation.replace(noise=()))
+    s, starts = jax_starts(mjx_env, jax.random.PRNGKey(5), 3, "random")
+    first, again = ctl.rollout(starts, steps=6), ctl.rollout(starts, steps=6)
+    np.testing.assert_array_equal(first["actions"], again["actions"])
+    student = load_student(run)
+    pol = as_recurrent(student_policy(student.nets, slice(10, None)))
+    carry, step, actions = pol.init(student.params, 3), jax.jit(jax.vmap(mjx_env.step)), []
+    for _ in range(6):
+        a, carry = pol.step(student.params, carry, s.obs[:, :-3], s.obs[:, -3:])
+        actions.append(np.asarray(a))
+        s = step(s, a)
+    np.testing.assert_allclose(first["actions"], np.stack(actions), atol=1e-4)
+    res = sim2sim(env, ctl, jax.random.PRNGKey(3), episodes=2, steps=5)
+    assert res["sim2sim_obs_err"] < 1e-3
