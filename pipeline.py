@@ -25,7 +25,9 @@ from deepdistill.core.errors import ConfigError
 from deepdistill.core.rundir import check_writable_dir, exclusive, read_json, write_json_atomic
 from deepdistill.core.validation import check_numbers
 
-# Presets: overrides of TeacherConfig and DistillConfig, and the students to distill (depth, width).
+# Presets: overrides of TeacherConfig and DistillConfig, and the students to distill: (depth, width) of
+# --arch, or a dict {"name": folder suffix, "depth", "width", and any other DistillConfig field, "arch"
+# included} (a student of its own: another architecture, what it senses).
 PRESETS: dict[str, dict[str, Any]] = {
     "quickstart": {
         "teacher": {},
@@ -68,6 +70,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         "students": [(4, 64)],
         "teacher_depths": [4, 8, 16, 32],
     },
+    # Students for real sensors (issue 20): the reacher teacher (full state, as --preset reacher) teaches
+    # three students that each see only the joint angles (cos and sin; no velocities, no fingertip), with
+    # encoder noise and a 1-step action delay: (a) its last 3 frames and actions, (b) a GRU, (c) the current
+    # frame alone. See BENCHMARKS.md, "Students for real sensors".
+    "reacher_sensors": {
+        "teacher": dict(env="reacher", depth=16, width=128, batch_size=128, num_envs=256, unroll_length=50,
+                        env_steps_per_sgd_step=32.0, replay_steps_per_env=1_000, total_env_steps=600_000,
+                        eval_every=200_000, num_eval_episodes=64),
+        "distill": dict(steps=3_000, eval_every=1_500, num_eval_episodes=64, repr=0.0, relational=0.0,
+                        student_obs="cos_qpos,sin_qpos", obs_noise=("cos_qpos=0.01", "sin_qpos=0.01"),
+                        action_delay=1),
+        "students": [
+            {"name": "hist3_actions", "depth": 4, "width": 64, "history": 3, "history_actions": True},
+            {"name": "gru", "arch": "gru", "depth": 4, "width": 64, "history_actions": True, "seq_len": 4},
+            {"name": "hist1", "depth": 4, "width": 64},
+        ],
+        "episodes": 128,
+    },
     # seconds on a laptop: for tests and a first look at the outputs, not for results
     "smoke": {
         "teacher": dict(env="point_arena", depth=8, width=32, repr_dim=16, num_envs=32, unroll_length=25,
@@ -93,8 +113,10 @@ class PipelineConfig:
 
     preset: str = "quickstart"
     """quickstart (point_maze, one depth-4 student), sweep (students of depth 0, 4, 8), reacher (a robot on 2
-    CPU cores, about 12 min), depth (teachers of depth 4, 8, 16, 32 on point_u5_maze, each distilled into a
-    depth-4 student; success against teacher depth), ant (one GPU, about 3 h on an H200) or smoke (seconds)."""
+    CPU cores, about 12 min), reacher_sensors (the reacher teacher, three students that see only noisy joint
+    angles with a 1-step delay: history, GRU, none), depth (teachers of depth 4, 8, 16, 32 on point_u5_maze,
+    each distilled into a depth-4 student; success against teacher depth), ant (one GPU, about 3 h on an H200)
+    or smoke (seconds)."""
     out: str = "runs/quickstart"
     """Folder for every stage: teacher/, student_d*_w*/, onnx_d*_w*/, direct_d*_w*/, report/ (presets with
     several teachers: t<depth>/ holding each teacher's teacher/, student_*/, onnx_*/ and report/)."""
@@ -124,8 +146,8 @@ class PipelineConfig:
             raise ConfigError(f"--preset {self.preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
         from deepdistill.student.interface import Size
 
-        for depth, width in PRESETS[self.preset]["students"]:
-            Size(depth, width).check(self.arch)
+        for st in preset_students(PRESETS[self.preset], self.arch):
+            Size(st.depth, st.width).check(st.arch)
         for name in ("episodes", "teacher_env_steps", "distill_steps"):
             v = getattr(self, name)
             if v is not None and v <= 0:
@@ -153,6 +175,44 @@ def _stage_status(out: Path) -> dict:
     return read_json(path) if path.exists() else {"stages": {}}
 
 
+@dataclasses.dataclass(frozen=True)
+class StudentSpec:
+    """One student of a preset: its stage name (``student_<name>``, ``onnx_<name>``), architecture, size,
+    and any other ``distill`` settings (``overrides``: what it senses, ...)."""
+
+    name: str
+    arch: str
+    depth: int
+    width: int
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def distill_settings(self) -> dict[str, Any]:
+        return {"arch": self.arch, "depth": self.depth, "width": self.width, **dict(self.overrides)}
+
+    def sensors(self, preset: dict) -> bool:
+        """Whether, in ``preset`` (its ``distill`` settings and this student's own), it senses something other
+        than the teacher's observation (terms, history, noise, delay): a network trained directly on the
+        teacher's observation is then no same-input baseline for it."""
+        from deepdistill.distill.config import DistillConfig
+
+        return DistillConfig(**{**preset.get("distill", {}), **dict(self.overrides)}).sensors_requested()
+
+
+def preset_students(preset: dict, arch: str = "residual") -> list[StudentSpec]:
+    """The preset's students: ``(depth, width)`` entries take ``arch`` (``--arch``); a dict entry names itself
+    and may set its own ``arch`` and any other distill field."""
+    out = []
+    for entry in preset["students"]:
+        if isinstance(entry, dict):
+            d = dict(entry)
+            name, depth, width = d.pop("name"), d.pop("depth"), d.pop("width")
+            out.append(StudentSpec(name, d.pop("arch", arch), depth, width, tuple(sorted(d.items()))))
+        else:
+            depth, width = entry
+            out.append(StudentSpec(_student_name(arch, depth, width), arch, depth, width))
+    return out
+
+
 def _student_name(arch: str, depth: int, width: int) -> str:
     """``d4_w64`` for the default architecture, ``mlp_d1_w64`` or ``TanhMLPNetworks_d4_w64`` for others."""
     tag = "" if arch == "residual" else re.sub(r"[^A-Za-z0-9_]+", "_", arch.rpartition(":")[2].rpartition(".")[2]) + "_"
@@ -166,16 +226,16 @@ def _teacher_roots(preset: str) -> list[tuple[str, dict]]:
     return [("", {})] if not depths else [(f"t{d}", {"depth": d}) for d in depths]
 
 
-def _students(preset: str, arch: str) -> list[tuple[str, int, int]]:
-    """``(name, depth, width)`` of each student of ``preset`` (also the names of the direct runs)."""
-    return [(_student_name(arch, d, w), d, w) for d, w in PRESETS[preset]["students"]]
+def _students(preset: str, arch: str) -> list[StudentSpec]:
+    """Each student of ``preset`` (:func:`preset_students`; its name also names its direct run)."""
+    return preset_students(PRESETS[preset], arch)
 
 
 def _stage_dirs(out: Path, preset: str, arch: str = "residual") -> list[Path]:
-    dirs = [out / "report"] + [out / f"direct_{name}" for name, _, _ in _students(preset, arch)]
+    dirs = [out / "report"] + [out / f"direct_{st.name}" for st in _students(preset, arch)]
     for root, _ in _teacher_roots(preset):
         base = out / root if root else out
-        names = ["teacher", "report"] + [f"{kind}_{name}" for name, _, _ in _students(preset, arch)
+        names = ["teacher", "report"] + [f"{kind}_{st.name}" for st in _students(preset, arch)
                                          for kind in ("student", "onnx")]
         dirs += [base / n for n in names] + ([base] if root else [])
     return dirs
@@ -257,12 +317,12 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
         if f"{key}teacher" not in status["stages"]:
             _mark(out, status, f"{key}teacher", {"eval": train_teacher(tcfg)})
         students[root] = []
-        for name, depth, width in _students(cfg.preset, cfg.arch):
+        for st in _students(cfg.preset, cfg.arch):
+            name = st.name
             sdir, odir = base / f"student_{name}", base / f"onnx_{name}"
             if f"{key}distill_{name}" not in status["stages"]:
-                dcfg = DistillConfig(**{**distill_over, "teacher": str(tdir), "out": str(sdir), "arch": cfg.arch,
-                                        "depth": depth, "width": width, "seed": cfg.seed, "progress": cfg.progress,
-                                        "resume": started(sdir)})
+                dcfg = DistillConfig(**{**distill_over, **st.distill_settings(), "teacher": str(tdir), "out": str(sdir),
+                                        "seed": cfg.seed, "progress": cfg.progress, "resume": started(sdir)})
                 _mark(out, status, f"{key}distill_{name}", {"result": distill(dcfg)})
             if f"{key}export_{name}" not in status["stages"]:
                 from deepdistill.export.config import ExportConfig
@@ -274,9 +334,16 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
 
     # 3. each student's network trained directly, with the teachers' recipe, seed and budget
     directs: dict[str, str] = {}
-    for name, depth, width in (_students(cfg.preset, cfg.arch) if cfg.direct else []):
-        ddir = out / f"direct_{name}"
-        dcfg = direct_config(next(iter(teachers.values())), cfg.arch, depth, width, ddir)
+    for st in (_students(cfg.preset, cfg.arch) if cfg.direct else []):
+        name, ddir = st.name, out / f"direct_{st.name}"
+        if st.sensors(preset):  # CRL trains on the full observation: no same-input direct network exists
+            reason = ("it senses other inputs than the teacher's full state (its observation model), and a network "
+                      "trained directly with contrastive RL learns from the full state: no same-input baseline")
+            if f"direct_{name}" not in status["stages"]:
+                _mark(out, status, f"direct_{name}", {"skipped": reason})
+                print(f"direct_{name}: not trained: {reason}")
+            continue
+        dcfg = direct_config(next(iter(teachers.values())), st.arch, st.depth, st.width, ddir)
         same = next((t.out for t in teachers.values() if _recipe(t) == _recipe(dcfg)), None)
         if same is not None:  # a teacher is this network trained with this recipe and seed: the same run
             directs[name] = same
