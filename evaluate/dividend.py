@@ -16,6 +16,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from deepdistill.student.interface import is_recurrent
+
 CONFIDENCE = 0.95
 METRICS = ("time_at_goal", "success")
 
@@ -69,7 +71,7 @@ def observation_difference(student: Any) -> Optional[str]:
             differs.append("noise " + ", ".join(f"{n}={s:g}" for n, s in zip(obs.term_names, obs.sigmas) if s))
         if obs.action_delay:
             differs.append(f"action delay {obs.action_delay}")
-    if getattr(student.nets, "recurrent", False):
+    if is_recurrent(student.nets):
         differs.append("a recurrent network (its own memory)")
     if not differs:
         return None

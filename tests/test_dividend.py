@@ -88,7 +88,7 @@ def test_a_student_that_sees_another_observation_has_no_direct_baseline(changes,
 def test_the_teachers_observation_recorded_explicitly_is_the_teachers():
     s = _run("student_d0", NETS, observation=ObservationModel.full(REACHER_LIKE, 2))
     assert D.observation_difference(s) is None and D.observation_difference(_run("student_d0", NETS)) is None
-    recurrent = _run("student_gru", types.SimpleNamespace(recurrent=True))
+    recurrent = _run("student_gru", types.SimpleNamespace(carry_size=8, step=lambda *a: None))
     assert "recurrent" in D.observation_difference(recurrent)
 
 
