@@ -18,7 +18,7 @@ def test_every_task_names_terms_that_tile_its_state(task):
     assert terms[0].start == 0 and terms[-1].stop == env.spec.state_size
     assert all(a.stop == b.start for a, b in zip(terms, terms[1:]))
     assert all(t.units and t.meaning for t in terms)
-    if task != "point_maze" and task != "point_arena":
+    if not task.startswith("point_"):  # the point tasks' state is one term, the position
         assert len(terms) > 1, "a Brax task names the parts of its state"
     observe = getattr(env, "_observe", None)
     if observe is not None:  # no term straddles two entries of the native observation recipe
@@ -236,6 +236,8 @@ def test_the_delayed_student_is_labelled_with_the_teachers_action_when_its_own_l
         (["--data", "teacher", "--history", "2"], "--data teacher cannot model what the student senses"),
         (["--data", "teacher", "--obs-noise", "0.1"], "use --data dagger"),
         (["--teacher-buffer-fraction", "0.5", "--action-delay", "1"], "--teacher-buffer-fraction: the teacher's replay"),
+        (["--seq-len", "0"], "--seq-len must be at least 1 (got 0)"),
+        (["--arch", "gru", "--repr", "0", "--relational", "0", "--seq-len", "7"], "--seq-len 7 must divide --batch-size"),
     ],
 )
 def test_bad_sensor_flags_exit_2_in_one_line_and_write_nothing(point_teacher, tmp_path, args, needle, capsys):
