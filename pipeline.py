@@ -328,7 +328,10 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> dict:
                 from deepdistill.export.config import ExportConfig
                 from deepdistill.export.writer import export_run
 
-                export_run(ExportConfig(student=str(sdir), out=str(odir), overwrite=True))
+                # a student trained without the representation losses has untrained encoders: the policy only
+                weights = {**distill_over, **st.distill_settings()}
+                encoders = bool(weights.get("repr", DistillConfig.repr) or weights.get("relational", DistillConfig.relational))
+                export_run(ExportConfig(student=str(sdir), out=str(odir), overwrite=True, encoders=encoders))
                 _mark(out, status, f"{key}export_{name}")
             students[root].append((name, str(sdir), str(odir)))
 
