@@ -1,6 +1,8 @@
 """Students that see only what the robot senses: named observation terms, the observation model (terms,
 history, previous actions, noise, action delay) in training rollouts, and its bad input."""
 
+from pathlib import Path
+
 import pytest
 
 from deepdistill.core.errors import ConfigError
@@ -471,3 +473,23 @@ def test_the_native_controller_feeds_frames_keeps_the_memory_and_models_the_dela
     np.testing.assert_allclose(first["actions"], np.stack(actions), atol=1e-4)
     res = sim2sim(env, ctl, jax.random.PRNGKey(3), episodes=2, steps=5)
     assert res["sim2sim_obs_err"] < 1e-3
+
+
+PRETRAINED = Path(__file__).parent.parent / "examples" / "pretrained" / "reacher_sensors"
+
+
+def test_the_shipped_sensor_student_reaches_goals_in_native_mujoco_from_joint_angles_alone():
+    """The pretrained student of ``--preset reacher_sensors`` (a file, no training): it sees cos and sin of the
+    joint angles, keeps its own memory, repeats itself on the same starts (its state is reset per rollout),
+    and holds the fingertip at the goal for most of each episode with its trained 1-step delay."""
+    from deepdistill.export.mujoco_controller import MujocoController
+
+    ctl = MujocoController(PRETRAINED / "policy.onnx")
+    p = ctl.policy
+    assert [t["name"] for t in p.metadata["observation_model"]["terms"]] == ["cos_qpos", "sin_qpos"]
+    assert p.frame_size == 4 and p.stateful and ctl.action_delay == 1
+    starts = ctl.sample_starts(4, seed=1)
+    first, again = ctl.rollout(starts, steps=50), ctl.rollout(starts, steps=50)
+    np.testing.assert_array_equal(first["actions"], again["actions"])
+    result = ctl.run(starts=starts)
+    assert result["success_rate"] == 1.0 and result["time_at_goal"] > 700, result
