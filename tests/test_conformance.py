@@ -190,8 +190,8 @@ def test_training_collection_resets_draw_fresh_goals():
     def run(key):
         s, r = jax.vmap(env.reset)(jax.random.split(key, E)), replay
         for k in jax.random.split(key, 3):  # three episodes of 4 steps, two per collect call
-            s, r, _ = collect(env, s, r, k, act, 2)
-            s, r, _ = collect(env, s, r, jax.random.fold_in(k, 1), act, 2)
+            s, r, _, _ = collect(env, s, r, k, act, 2)
+            s, r, _, _ = collect(env, s, r, jax.random.fold_in(k, 1), act, 2)
         return r
 
     r = run(jax.random.PRNGKey(0))
