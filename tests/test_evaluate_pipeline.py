@@ -120,14 +120,19 @@ def test_evaluate_bad_input(pipeline_out, tmp_path, extra, needle):
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_evaluate_refuses_a_student_of_another_task(pipeline_out, tmp_path):
-    other = tmp_path / "other"
+def _copy_as_task(run, dst, task: str):
+    """A copy of ``run`` whose env_spec.json names another task."""
     import shutil
 
-    shutil.copytree(pipeline_out / "student_d0_w32", other)
-    spec = json.loads((other / "env_spec.json").read_text())
-    spec["name"] = "point_maze"
-    (other / "env_spec.json").write_text(json.dumps(spec))
+    shutil.copytree(run, dst)
+    spec = json.loads((dst / "env_spec.json").read_text())
+    spec["name"] = task
+    (dst / "env_spec.json").write_text(json.dumps(spec))
+    return dst
+
+
+def test_evaluate_refuses_a_student_of_another_task(pipeline_out, tmp_path):
+    other = _copy_as_task(pipeline_out / "student_d0_w32", tmp_path / "other", "point_maze")
     r = run_cli("deepdistill.evaluate.cli", "--teacher", str(pipeline_out / "teacher"),
                 "--student", str(other), "--out", str(tmp_path / "r"))
     assert r.returncode == 2 and "was distilled on task 'point_maze'" in r.stderr
@@ -141,13 +146,7 @@ def _evaluate_direct(pipeline_out, tmp_path, direct):
 
 
 def test_evaluate_refuses_a_direct_run_of_another_task(pipeline_out, tmp_path):
-    import shutil
-
-    other = tmp_path / "other"
-    shutil.copytree(pipeline_out / "direct_d0_w32", other)
-    spec = json.loads((other / "env_spec.json").read_text())
-    spec["name"] = "point_maze"
-    (other / "env_spec.json").write_text(json.dumps(spec))
+    other = _copy_as_task(pipeline_out / "direct_d0_w32", tmp_path / "other", "point_maze")
     r, out = _evaluate_direct(pipeline_out, tmp_path, other)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert f"--direct {other} was trained on task 'point_maze', the teacher acts in 'point_arena'" in r.stderr
