@@ -423,7 +423,14 @@ def test_a_long_evaluation_shows_progress_and_stops_on_ctrl_c(teacher, student, 
     cmd = [sys.executable, "-m", "deepdistill.evaluate.cli", "--teacher", str(teacher["run"]), "--student",
            str(student["run"]), "--out", str(out), "--episodes", "2000000", "--no-progress", "--latency-samples", "10",
            "--no-plots"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A background job of a non-interactive shell (CI's, say) starts with SIGINT ignored, and Python keeps
+    # ignoring it, as the shell meant. An ignored signal stays ignored across exec, a handler does not:
+    # with a handler here, the child starts with the default disposition, as under a terminal.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, old)
     first = proc.stdout.readline()
     assert first.startswith("evaluating 3 policies (random actions included) x "), (first, proc.stderr.read() if proc.poll() else "")
     assert "x 2,000,000 episodes of 100 steps: " in first, first
