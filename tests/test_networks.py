@@ -108,7 +108,9 @@ def test_block_options_give_the_scans_values_and_gradients(opts, remat):
     (v0, g0), (v1, g1) = _value_and_grads(base, p, x), _value_and_grads(net, p, x)
     np.testing.assert_allclose(v1, v0, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        # float32 summation order differs between a scan and written-out blocks: each entry agrees to
+        # 1e-4 of itself or 1e-6 of its array's largest entry (gradients here reach about 10)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(b).max())))
 
 
 def test_full_unroll_only_up_to_its_depth():
