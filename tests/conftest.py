@@ -7,7 +7,10 @@
 * A JAX compilation cache shared by every process of the session (pytest-xdist workers and the CLI
   subprocesses tests start): the many tiny runs of the same recipe compile each program once.
 * Under ``pytest -n 2 --dist loadgroup`` (the README's command), the tests of one task run on one
-  worker (its probe is compiled once), and the multi-process tests on one worker.
+  worker (its probe is compiled once), the multi-process tests on one worker, and the tests of a module
+  that share a module-scoped fixture (a trained run, say) on one worker.
+* ``slow``: tests that take more than about 12 CPU-s each (learning runs, multi-process and subprocess
+  runs, MJX compilation). ``pytest -m "not slow"`` is the quick loop; CI runs everything.
 """
 
 import os
@@ -22,6 +25,8 @@ import tempfile  # noqa: E402
 import pytest  # noqa: E402
 
 _CACHE_ENV = "DEEPDISTILL_TEST_JAX_CACHE"
+_USER_XLA_FLAGS = "DEEPDISTILL_TEST_USER_XLA_FLAGS"
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def pytest_configure(config):
@@ -32,6 +37,13 @@ def pytest_configure(config):
         config._deepdistill_cache_owner = True
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ[_CACHE_ENV])
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    # XLA's cheap optimisation level: the suite's tiny programs spend their time compiling, not running.
+    # The user's own flags are kept for the runs that measure a recipe's numbers (tests/test_learning.py).
+    os.environ.setdefault(_USER_XLA_FLAGS, os.environ.get("XLA_FLAGS", ""))
+    fast = _FAST_COMPILE if os.environ.get("DEEPDISTILL_TEST_FAST_COMPILE", "1") != "0" else ""
+    os.environ["XLA_FLAGS"] = f"{os.environ[_USER_XLA_FLAGS]} {fast}".strip()
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # keep the order below (longest first), not xdist's by group size
 
 
 def pytest_unconfigure(config):
@@ -39,15 +51,51 @@ def pytest_unconfigure(config):
         shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+# The one MJX task whose probe the quick loop (``-m "not slow"``) compiles: the cheapest (about 20 s);
+# every MJX task's probe runs in the full suite.
+QUICK_MJX_TASK = "reacher"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups, and before -m deselects
 def pytest_collection_modifyitems(config, items):
+    from deepdistill.envs.brax_tasks import BACKEND
+
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "task_probe" in fixtures and "name" in params:
             item.add_marker(pytest.mark.xdist_group(f"task:{params['name']}"))
+            if params["name"] in BACKEND and params["name"] != QUICK_MJX_TASK:
+                item.add_marker(pytest.mark.slow)  # compiling MJX physics: 20-45 CPU-s per task
         elif item.module.__name__.endswith("test_distributed"):
             item.add_marker(pytest.mark.xdist_group("multi-process"))
+        elif _uses_a_module_fixture(item):  # built once: the module's tests that use it share a worker
+            item.add_marker(pytest.mark.xdist_group(f"module:{item.module.__name__}"))
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")  # after pytest's reordering by fixture
+def pytest_collection_modifyitems_longest_first(config, items):
+    """Longest first: pytest-xdist hands out each group (else each test) in this order, so the learning
+    runs (minutes each) start at once instead of ending the session on one worker."""
+    def scope(item):
+        groups = [m.args[0] for m in item.iter_markers("xdist_group")]
+        return groups[0] if groups else item.nodeid
+
+    grouped = [item for item in items if item.get_closest_marker("xdist_group")]
+    if getattr(config.option, "loadgroup", False) and grouped and not any("@" in item.nodeid for item in grouped):
+        raise pytest.UsageError("pytest-xdist did not tag the grouped tests (--dist loadgroup would build each task "
+                                "probe and shared run on every worker): install the test extra's pytest (<9.2)")
+    rank = {}
+    for item in items:
+        r = 0 if item.module.__name__.endswith("test_learning") else 1 if item.get_closest_marker("slow") else 2
+        rank[scope(item)] = min(rank.get(scope(item), 2), r)
+    items.sort(key=lambda item: rank[scope(item)])
+
+
+def _uses_a_module_fixture(item) -> bool:
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(d.scope == "module" for name in getattr(item, "fixturenames", ()) for d in defs.get(name, ()))
+
 
 TINY_TEACHER = dict(
     env="point_arena", depth=8, width=32, repr_dim=16, num_envs=32, unroll_length=25, batch_size=64,

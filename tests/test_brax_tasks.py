@@ -183,6 +183,7 @@ def test_open_goals_follow_the_paper():
         np.testing.assert_allclose(g[:, 2], 0.02)  # the cube's centre when it rests on the table
 
 
+@pytest.mark.slow
 def test_teacher_trains_on_an_mjx_task_then_resumes(tmp_path):
     """A tiny end-to-end run of ``train-teacher`` on an MJX task (reacher, the cheapest to compile) with
     checkpoints, then ``--resume``.

@@ -54,6 +54,7 @@ def test_distill_keeps_the_teacher_and_trains_the_student(teacher_run, tmp_path)
     assert info["teacher"]["critic_depth"] == 8
 
 
+@pytest.mark.slow
 def test_loaded_student_reproduces_the_saved_one(teacher_run, tmp_path):
     distill(tiny(teacher_run, tmp_path / "s", steps=150, data="teacher"))
     student = load_student(tmp_path / "s")
@@ -66,6 +67,7 @@ def test_loaded_student_reproduces_the_saved_one(teacher_run, tmp_path):
     assert student.nets.actor_depth == 0 and student.nets.actor_width == 32
 
 
+@pytest.mark.slow
 def test_resume_finishes_the_run(teacher_run, tmp_path):
     distill(tiny(teacher_run, tmp_path / "s", steps=150))
     # a resumed run with the same recipe continues where it stopped (nothing to do when finished)
@@ -75,6 +77,7 @@ def test_resume_finishes_the_run(teacher_run, tmp_path):
     assert steps == [150]
 
 
+@pytest.mark.slow
 def test_resume_of_an_unfinished_run_matches_training_in_memory(teacher_run, tmp_path, monkeypatch):
     """Interrupted after its first epoch (of two), its run.json and networks.json lost, resumed: the
     student equals two epochs trained in memory without checkpoints."""
@@ -174,6 +177,7 @@ def test_a_teacher_path_that_is_not_a_teacher_run(tmp_path, capsys):
     assert e.value.code == 2 and "not a deepdistill run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_distill_cli_end_to_end(teacher_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "deepdistill.distill.cli", "--teacher", str(teacher_run),
                         "--out", str(tmp_path / "s"), "--depth", "0", "--width", "16", "--steps", "150", "--eval-every", "150", "--num-envs", "16",
@@ -184,6 +188,7 @@ def test_distill_cli_end_to_end(teacher_run, tmp_path):
     assert 0 <= result["student"]["success_rate"] <= 1 and result["teacher"]["params"] > result["student"]["params"]
 
 
+@pytest.mark.slow
 def test_teacher_replay_buffer_as_extra_data(teacher_run, tmp_path):
     from deepdistill.distill.run import load_teacher_replay
     from deepdistill.distill.train import Distiller
@@ -204,6 +209,7 @@ def test_teacher_replay_buffer_as_extra_data(teacher_run, tmp_path):
     assert all(from_teacher[half:]) and not any(from_teacher[:half])
 
 
+@pytest.mark.slow
 def test_two_devices_match_one_device():
     """Distillation is data-parallel like the teacher: 2 forced CPU devices give 1 device's numbers."""
     code = textwrap.dedent(
@@ -236,12 +242,13 @@ def test_two_devices_match_one_device():
         print("MATCH", float(out[0][2]))
         """
     )
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip(), "JAX_PLATFORMS": "cpu"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0 and "MATCH" in r.stdout, r.stderr[-3000:]
     assert float(r.stdout.split()[-1]) > 0  # the teacher acted on some steps: the DAgger mix ran
 
 
+@pytest.mark.slow
 def test_plain_mlp_student_learns_and_reloads(teacher_run, tmp_path):
     result = distill(tiny(teacher_run, tmp_path / "m", arch="mlp", depth=1, width=32, data="teacher"))
     metrics = [json.loads(l) for l in open(tmp_path / "m" / "metrics.jsonl")]
@@ -253,6 +260,7 @@ def test_plain_mlp_student_learns_and_reloads(teacher_run, tmp_path):
     assert info["teacher"]["arch"] == "residual" and info["teacher"]["actor_depth"] == 8
 
 
+@pytest.mark.slow
 def test_a_users_nnx_policy_is_distilled_resumed_and_reloaded(teacher_run, tmp_path, monkeypatch):
     from deepdistill.student import NNXNetworks
 

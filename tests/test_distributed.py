@@ -34,7 +34,8 @@ def free_port() -> int:
 def env(devices: int = 1) -> dict:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("DEEPDISTILL_", "JAX_COORDINATOR"))}
     e["JAX_PLATFORMS"] = "cpu"
-    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""
+    devs = f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""
+    e["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {devs}".strip()  # the session's flags, and the devices
     return e
 
 
@@ -123,16 +124,19 @@ def teachers(tmp_path_factory):
     return run_both(tmp_path_factory.mktemp("teacher"), "teacher", *TEACHER, "--total-env-steps", "16000")
 
 
+@pytest.mark.slow
 def test_two_processes_match_two_devices_in_one_process(teachers):
     assert_same_metrics(*teachers, epochs=3)  # the untrained policy and 2 epochs
 
 
+@pytest.mark.slow
 def test_distill_two_processes_match_two_devices_in_one_process(teachers, tmp_path):
     multi, single = run_both(tmp_path, "distill", *STUDENT, "--teacher", str(teachers[0]))
     assert_same_metrics(multi, single, epochs=2)
     assert json.load(open(multi / "result.json")).keys() == json.load(open(single / "result.json")).keys()
 
 
+@pytest.mark.slow
 def test_killed_process_stops_the_other_then_resume_on_one_process(tmp_path):
     out = tmp_path / "run"
     procs = launch(teacher_cmd(out, "--total-env-steps", "400000", "--heartbeat-timeout-s", "30"), 2)

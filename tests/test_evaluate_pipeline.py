@@ -23,6 +23,7 @@ def pipeline_out(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_pipeline_writes_every_stage_and_the_report(pipeline_out):
     status = json.loads((pipeline_out / "pipeline.json").read_text())
     assert set(status["stages"]) == {"teacher", "distill_d0_w32", "export_d0_w32", "direct_d0_w32", "evaluate"}
@@ -44,6 +45,7 @@ def test_pipeline_writes_every_stage_and_the_report(pipeline_out):
     assert "| random |" in md and report["native_mujoco"] == {} and report["native_all"] == []
 
 
+@pytest.mark.slow
 def test_the_direct_run_is_the_students_network_trained_with_the_teachers_recipe(pipeline_out):
     from deepdistill.teacher.config import TeacherConfig
 
@@ -56,6 +58,7 @@ def test_the_direct_run_is_the_students_network_trained_with_the_teachers_recipe
     assert load_teacher(pipeline_out / "direct_d0_w32").nets == student.nets
 
 
+@pytest.mark.slow
 def test_report_has_a_direct_entry_like_the_students_and_the_dividend_from_its_episodes(pipeline_out):
     from scipy.stats import t as student_t
 
@@ -89,6 +92,7 @@ def test_report_has_a_direct_entry_like_the_students_and_the_dividend_from_its_e
     assert (pipeline_out / "report" / "side_by_side.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_a_policy_compared_with_itself_agrees_perfectly(pipeline_out):
     teacher = load_teacher(pipeline_out / "teacher")
     as_student = load_policy_run(pipeline_out / "teacher", "teacher")
@@ -113,6 +117,7 @@ def run_cli(*args, timeout=300):
         (["--student", "/nonexistent/student"], "no such directory"),
     ],
 )
+@pytest.mark.slow
 def test_evaluate_bad_input(pipeline_out, tmp_path, extra, needle):
     args = ["deepdistill.evaluate.cli", "--teacher", str(pipeline_out / "teacher"),
             "--student", str(pipeline_out / "student_d0_w32"), "--out", str(tmp_path / "r"), *extra]
@@ -131,6 +136,7 @@ def _copy_as_task(run, dst, task: str):
     return dst
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_student_of_another_task(pipeline_out, tmp_path):
     other = _copy_as_task(pipeline_out / "student_d0_w32", tmp_path / "other", "point_maze")
     r = run_cli("deepdistill.evaluate.cli", "--teacher", str(pipeline_out / "teacher"),
@@ -145,6 +151,7 @@ def _evaluate_direct(pipeline_out, tmp_path, direct):
     return r, out
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_direct_run_of_another_task(pipeline_out, tmp_path):
     other = _copy_as_task(pipeline_out / "direct_d0_w32", tmp_path / "other", "point_maze")
     r, out = _evaluate_direct(pipeline_out, tmp_path, other)
@@ -153,6 +160,7 @@ def test_evaluate_refuses_a_direct_run_of_another_task(pipeline_out, tmp_path):
     assert not (out / "report.json").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_direct_run_whose_network_matches_no_student(pipeline_out, tmp_path):
     r, out = _evaluate_direct(pipeline_out, tmp_path, pipeline_out / "teacher")  # depth 8, the student is depth 0
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -171,6 +179,7 @@ def _kill_when(cmd, path_glob: str, root: Path, timeout=240):
     proc.wait()
 
 
+@pytest.mark.slow
 def test_pipeline_resumes_after_a_kill(tmp_path):
     """Killed (-9) mid-distillation: the rerun skips the finished teacher, resumes the student, and
     finishes. (A kill inside train-teacher is tested in test_teacher_training; an interrupted export
@@ -192,6 +201,7 @@ def test_pipeline_resumes_after_a_kill(tmp_path):
         assert steps == sorted(set(steps))  # resumed: nothing duplicated, nothing lost
 
 
+@pytest.mark.slow
 def test_pipeline_redoes_an_interrupted_export(pipeline_out):
     status = json.loads((pipeline_out / "pipeline.json").read_text())
     del status["stages"]["export_d0_w32"], status["stages"]["evaluate"]

@@ -115,6 +115,7 @@ def task_states(n: int, steps: int = 5, seed: int = 0):
     return obs[:, :2], obs[:, 2:]
 
 
+@pytest.mark.slow
 def test_round_trip_matches_jax_on_task_states(exported, student):
     out, _ = exported
     policy = OnnxPolicy(out)

@@ -28,6 +28,7 @@ def run(cmd: list[str], pythonpath: Path | None, timeout: int = 600) -> subproce
     return subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, timeout=timeout, env=env)
 
 
+@pytest.mark.slow
 def test_a_student_kept_outside_the_package(tiny_teacher, tmp_path):
     """The README's command: `distill --arch tanh_mlp:TanhMLPNetworks` with the example's folder on
     PYTHONPATH (a copy of the file in a temporary folder), then export-onnx and evaluate."""
@@ -99,6 +100,7 @@ TASK_MODULE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_task_kept_outside_the_package(tmp_path):
     """`train-teacher --env my_tasks:OpenSquare`: the name is recorded, and distill, export-onnx and
     evaluate build the task again from it."""

@@ -112,6 +112,7 @@ def test_recipe_rebuilds_the_observation_and_native_mujoco_tracks_mjx(name, task
         assert sum(mujoco.mj_id2name(mj, mujoco.mjtObj.mjOBJ_GEOM, g).startswith("wall_") for g in range(mj.ngeom)) > 4
 
 
+@pytest.mark.slow
 def test_closed_loop_sim2sim_is_what_evaluate_reports(tmp_path):
     """``evaluate``'s own sim-to-sim measure (each side driven by the policy from its own observations)
     on the cheapest MJX task."""

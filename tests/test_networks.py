@@ -45,6 +45,7 @@ def test_scan_over_blocks_equals_blocks_one_by_one():
     np.testing.assert_allclose(scanned, manual, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_remat_changes_nothing_but_memory():
     net, net_r = ResidualMLP(3, 2, 16, 8), ResidualMLP(3, 2, 16, 8, remat=True)
     p = net.init(jax.random.PRNGKey(0))
@@ -97,6 +98,7 @@ def _value_and_grads(net, p, x):
     return jax.value_and_grad(lambda p: jnp.sum(jnp.sin(net.apply(p, x))))(p)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", [False, True])
 @pytest.mark.parametrize("opts", BLOCK_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_block_options_give_the_scans_values_and_gradients(opts, remat):
@@ -131,6 +133,7 @@ def test_full_unroll_only_up_to_its_depth():
 BF16_RTOL = 3e-2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", [False, True])
 def test_bfloat16_matmuls_stay_within_bf16_rounding_of_float32(remat):
     base = ResidualMLP(5, 8, 32, 8, remat=remat)

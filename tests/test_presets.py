@@ -62,6 +62,7 @@ TINY = ["--env", "point_maze", "--depth", "4", "--width", "16", "--num-envs", "8
         "--num-eval-episodes", "8", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_dry_run_prints_a_memory_figure_and_creates_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     main([*TINY, "--out", str(out), "--dry-run", "--matmul-dtype", "bfloat16", "--block-unroll", "2"])

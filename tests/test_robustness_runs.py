@@ -229,6 +229,7 @@ def teacher(tmp_path_factory) -> dict:
     return {"run": run, "stopped": stopped, "last": last}
 
 
+@pytest.mark.slow
 def test_sigterm_mid_train_teacher_saves_at_the_epoch_boundary_and_resume_continues(teacher):
     run, stopped = teacher["run"], teacher["stopped"]
     m = [json.loads(l) for l in open(run / "metrics.jsonl")]
@@ -251,6 +252,7 @@ def student(teacher, tmp_path_factory) -> dict:
     return {"run": run, "stopped": stopped}
 
 
+@pytest.mark.slow
 def test_sigterm_mid_distill_saves_at_the_epoch_boundary_and_resume_continues(student):
     run, stopped = student["run"], student["stopped"]
     steps = [json.loads(l)["sgd_steps"] for l in open(run / "metrics.jsonl")]
@@ -335,6 +337,7 @@ run_stage(Slow(ToyConfig(out={str(tmp_path / 'run')!r}, steps=5)))
 # --- item 7: a moved teacher ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_moved_teacher_is_accepted_when_its_identity_matches(teacher, student, tmp_path, capsys):
     from deepdistill.distill.cli import main
 
@@ -395,6 +398,7 @@ def test_a_moved_teacher_is_accepted_when_its_identity_matches(teacher, student,
 # --- item 5: sizes that would hang --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_student_too_wide_for_memory_is_refused_before_allocating(teacher, tmp_path, capsys):
     from deepdistill.distill.cli import main
 
@@ -406,6 +410,7 @@ def test_a_student_too_wide_for_memory_is_refused_before_allocating(teacher, tmp
     assert "lower --width or --depth" in line and not (tmp_path / "wide").exists()
 
 
+@pytest.mark.slow
 def test_an_evaluation_too_large_for_memory_is_refused_in_one_line(teacher, student, tmp_path, capsys):
     from deepdistill.evaluate.cli import main
 
@@ -418,6 +423,7 @@ def test_an_evaluation_too_large_for_memory_is_refused_in_one_line(teacher, stud
     assert "16 bytes per episode" in line and "use at most" in line and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_long_evaluation_shows_progress_and_stops_on_ctrl_c(teacher, student, tmp_path):
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "deepdistill.evaluate.cli", "--teacher", str(teacher["run"]), "--student",
@@ -441,6 +447,7 @@ def test_a_long_evaluation_shows_progress_and_stops_on_ctrl_c(teacher, student, 
     assert not out.exists()  # nothing written, lock released
 
 
+@pytest.mark.slow
 def test_chunked_evaluation_runs_the_same_episodes(teacher, monkeypatch):
     """An evaluation split into chunks gives the one-call figures (the same episodes) and reports each chunk."""
     import jax

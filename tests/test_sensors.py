@@ -206,6 +206,7 @@ def test_a_student_with_sensors_learns_from_the_teachers_labels(point_teacher, t
     assert metrics[-1]["train/action_mse"] < metrics[0]["train/action_mse"]
 
 
+@pytest.mark.slow
 def test_the_delayed_student_is_labelled_with_the_teachers_action_when_its_own_lands(point_teacher):
     """With a delay of N, the label of the student's input at step t is the teacher's action on the true
     state at t + N (when the command is applied); without delay, at t."""
@@ -254,6 +255,7 @@ def test_bad_sensor_flags_exit_2_in_one_line_and_write_nothing(point_teacher, tm
 # --- a recurrent student (student/gru.py) ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gru_sequences_replay_the_hidden_state_the_student_acted_with(point_teacher):
     """Collected with the student acting alone, every stored row holds the hidden state before that step
     (zeros at an episode start), and truncated BPTT from the stored state reproduces the actions taken."""
@@ -279,6 +281,7 @@ def test_gru_sequences_replay_the_hidden_state_the_student_acted_with(point_teac
     np.testing.assert_allclose(np.tanh(mean), batch["action"], atol=2e-5)
 
 
+@pytest.mark.slow
 def test_a_gru_student_with_sensors_learns(point_teacher, tmp_path):
     distill(tiny(point_teacher, tmp_path / "g", arch="gru", seq_len=8, history_actions=True, obs_noise=("0.05",),
                  action_delay=1))
@@ -361,6 +364,7 @@ def jax_and_onnx_episodes(run_dir, onnx_dir, keys, reset=True):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["history", "gru"])
 def test_the_runtime_keeps_the_history_and_hidden_state_and_resets_them_per_episode(exported, kind):
     run, onnx_dir, summary = exported[kind]
@@ -406,6 +410,7 @@ def test_a_schema_2_reader_refuses_a_schema_3_file_in_one_line(exported, monkeyp
 # --- evaluate and the native MuJoCo controller -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_states_each_students_observation_model_and_the_robustness_table(point_teacher, exported, tmp_path):
     from deepdistill.evaluate.compare import compare
     from deepdistill.export.runtime import OnnxPolicy
@@ -447,6 +452,7 @@ def reacher_gru(tmp_path_factory):
     return run, root / "onnx"
 
 
+@pytest.mark.slow
 def test_the_native_controller_feeds_frames_keeps_the_memory_and_models_the_delay(reacher_gru):
     """In native MuJoCo a GRU student that sees only joint angles acts as it does in MJX: the same actions
     from the same starts (frames cut from the recipe, hidden state kept, its actions one step late), and a

@@ -10,6 +10,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from deepdistill.student.policy import load_teacher
 from deepdistill.teacher.config import TeacherConfig
@@ -32,6 +33,7 @@ def read_metrics(run):
     return [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
 
 
+@pytest.mark.slow
 def test_epoch_is_traced_once(tmp_path):
     cfg = tiny(tmp_path)
     trainer = Trainer(cfg, make_env(cfg.env, training=True))
@@ -42,6 +44,7 @@ def test_epoch_is_traced_once(tmp_path):
     assert ts.env_steps == (trainer.sched.prefill_iters + 3 * trainer.sched.iters_per_epoch) * 25 * 32
 
 
+@pytest.mark.slow
 def test_short_run_on_open_arena_beats_the_untrained_policy(tmp_path):
     cfg = tiny(tmp_path, total_env_steps=120_000, width=64, eval_every=40_000)
     last = train_teacher(cfg)
@@ -51,6 +54,7 @@ def test_short_run_on_open_arena_beats_the_untrained_policy(tmp_path):
     assert last["final_distance"] < m[0]["final_distance"]
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_curve_bit_exactly(tmp_path):
     straight = tiny(tmp_path, out=str(tmp_path / "straight"), total_env_steps=24_000)
     train_teacher(straight)
@@ -67,6 +71,7 @@ def test_resume_continues_the_same_curve_bit_exactly(tmp_path):
     assert [r["success_rate"] for r in ma] == [r["success_rate"] for r in mb]
 
 
+@pytest.mark.slow
 def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path):
     """kill -9 while training (the lock dies with the process), resume: the final parameters and
     every evaluation equal those of the same config and seed trained without interruption."""
@@ -101,6 +106,7 @@ def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path):
         assert [r.get(key) for r in mb] == [r.get(key) for r in ma], key
 
 
+@pytest.mark.slow
 def test_two_devices_match_one_device():
     code = textwrap.dedent(
         """
@@ -126,11 +132,12 @@ def test_two_devices_match_one_device():
         print("MATCH")
         """
     )
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip(), "JAX_PLATFORMS": "cpu"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "MATCH" in r.stdout, r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_an_mlp_network_trains_directly_and_its_run_loads(tmp_path):
     """``train-teacher --arch mlp``: the registry's network trained with contrastive RL (the pipeline's
     direct baseline); the run records the architecture and loads like any other."""

@@ -49,6 +49,7 @@ def pages(env):
     return listing, html
 
 
+@pytest.mark.slow
 def test_one_page_per_policy_same_goal_different_motion(env, pages):
     listing, html = pages
     assert list(html) == ["trajectory_teacher.html", "trajectory_student_d0_w32.html"]
@@ -69,6 +70,7 @@ def test_one_page_per_policy_same_goal_different_motion(env, pages):
     assert html["trajectory_teacher.html"] != html["trajectory_student_d0_w32.html"]
 
 
+@pytest.mark.slow
 def test_the_episode_is_the_first_of_the_evaluation_batch(env, pages):
     listing, _ = pages
     keys = jax.random.split(split_key(SEED, 0), EPISODES)
