@@ -42,6 +42,11 @@ def pytest_configure(config):
     os.environ.setdefault(_USER_XLA_FLAGS, os.environ.get("XLA_FLAGS", ""))
     fast = _FAST_COMPILE if os.environ.get("DEEPDISTILL_TEST_FAST_COMPILE", "1") != "0" else ""
     os.environ["XLA_FLAGS"] = f"{os.environ[_USER_XLA_FLAGS]} {fast}".strip()
+    pytest_version = tuple(int(v) for v in pytest.__version__.split(".")[:2] if v.isdigit())
+    if getattr(config.option, "dist", "no") == "loadgroup" and pytest_version >= (9, 2):
+        raise pytest.UsageError(f"pytest {pytest.__version__} silently stops pytest-xdist's --dist loadgroup (pytest-xdist "
+                                "issue 1386; every task probe and shared run would be built on both workers): "
+                                "pip install -e '.[test]' (pytest <9.2)")
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False  # keep the order below (longest first), not xdist's by group size
 
