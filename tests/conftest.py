@@ -40,8 +40,7 @@ def pytest_configure(config):
     # XLA's cheap optimisation level: the suite's tiny programs spend their time compiling, not running.
     # The user's own flags are kept for the runs that measure a recipe's numbers (tests/test_learning.py).
     os.environ.setdefault(_USER_XLA_FLAGS, os.environ.get("XLA_FLAGS", ""))
-    fast = _FAST_COMPILE if os.environ.get("DEEPDISTILL_TEST_FAST_COMPILE", "1") != "0" else ""
-    os.environ["XLA_FLAGS"] = f"{os.environ[_USER_XLA_FLAGS]} {fast}".strip()
+    os.environ["XLA_FLAGS"] = f"{os.environ[_USER_XLA_FLAGS]} {_FAST_COMPILE}".strip()
     pytest_version = tuple(int(v) for v in pytest.__version__.split(".")[:2] if v.isdigit())
     if getattr(config.option, "dist", "no") == "loadgroup" and pytest_version >= (9, 2):
         raise pytest.UsageError(f"pytest {pytest.__version__} silently stops pytest-xdist's --dist loadgroup (pytest-xdist "
@@ -86,10 +85,6 @@ def pytest_collection_modifyitems_longest_first(config, items):
         groups = [m.args[0] for m in item.iter_markers("xdist_group")]
         return groups[0] if groups else item.nodeid
 
-    grouped = [item for item in items if item.get_closest_marker("xdist_group")]
-    if getattr(config.option, "loadgroup", False) and grouped and not any("@" in item.nodeid for item in grouped):
-        raise pytest.UsageError("pytest-xdist did not tag the grouped tests (--dist loadgroup would build each task "
-                                "probe and shared run on every worker): install the test extra's pytest (<9.2)")
     rank = {}
     for item in items:
         r = 0 if item.module.__name__.endswith("test_learning") else 1 if item.get_closest_marker("slow") else 2
